@@ -1,0 +1,281 @@
+"""Streaming readers and writers for samples: JSON Lines and Parquet, on any fsspec URI.
+
+Readers yield one ``Sample`` at a time, so memory does not grow with the file. A bad record raises
+``DataError`` naming the file and line (or row); with a ``SkipReport`` it is counted by reason
+and skipped instead, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import polars as pl
+
+from tg_data.schema import Sample, SampleError
+
+PARQUET_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "image": pl.String,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "task": pl.String,
+    "source": pl.String,
+    "objects": pl.List(
+        pl.Struct(
+            {
+                "box": pl.List(pl.Float64),
+                "show": pl.String,
+                "label": pl.String,
+                "image": pl.String,
+                "margin": pl.Float64,
+            }
+        )
+    ),
+    "turns": pl.List(pl.Struct({"role": pl.String, "text": pl.String})),
+    "meta": pl.String,
+}
+
+
+class DataError(ValueError):
+    """A record or file that cannot be read; the message names where and what to fix."""
+
+
+@dataclass
+class SkipReport:
+    """Counts of records skipped by reason, with the first few locations of each."""
+
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 5
+
+    def add(self, reason: str, where: str) -> None:
+        self.reasons[reason] += 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < self.max_examples:
+            ex.append(where)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self) -> str:
+        if not self.total:
+            return "no records skipped"
+        lines = [f"{self.total} record(s) skipped:"]
+        for reason, n in self.reasons.most_common():
+            lines.append(f"  {n:>7}  {reason}  (e.g. {', '.join(self.examples.get(reason, []))})")
+        return "\n".join(lines)
+
+
+def _reason_of(err: Exception) -> str:
+    """A short reason key for counting: the message without the record's id."""
+    msg = str(err)
+    if msg.startswith("sample ") and ": " in msg:
+        msg = msg.split(": ", 1)[1]
+    return msg.split(";")[0][:120]
+
+
+def handle_bad_record(err: Exception, where: str, skip: SkipReport | None) -> None:
+    """Raise a ``DataError`` naming ``where``, or count it when the caller chose to skip."""
+    if skip is None:
+        raise DataError(f"{where}: {err} (fix the record, or pass --skip-invalid to count and skip it)") from None
+    skip.add(_reason_of(err), where)
+
+
+def is_parquet(path: str) -> bool:
+    p = str(path).rstrip("/")
+    return p.endswith(".parquet") or _is_dir(p)
+
+
+def _is_dir(path: str) -> bool:
+    fs, p = fsspec.core.url_to_fs(path)
+    return fs.isdir(p)
+
+
+def _parquet_files(path: str) -> list[str]:
+    fs, p = fsspec.core.url_to_fs(path)
+    if fs.isdir(p):
+        files = sorted(f for f in fs.find(p) if f.endswith(".parquet"))
+        if not files:
+            raise DataError(f"{path}: directory holds no .parquet files")
+        return [fs.unstrip_protocol(f) for f in files]
+    if not fs.exists(p):
+        raise DataError(f"{path}: no such file")
+    return [path]
+
+
+# JSON Lines ---------------------------------------------------------------------------------------
+def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
+    """``(line_number, parsed_json)`` for each non-empty line; malformed JSON raises ``DataError``."""
+    try:
+        f = fsspec.open(path, "rt", encoding="utf-8").open()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def read_jsonl(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
+    """Samples from a JSON Lines file, one per line."""
+    try:
+        f = fsspec.open(path, "rt", encoding="utf-8").open()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield Sample.from_dict(json.loads(line))
+            except json.JSONDecodeError as e:
+                handle_bad_record(ValueError(f"malformed JSON ({e.msg} at column {e.colno})"), where, skip)
+            except SampleError as e:
+                handle_bad_record(e, where, skip)
+
+
+def write_jsonl(samples: Iterable[Sample], path: str) -> int:
+    """Write samples as JSON Lines (atomically on local disks); returns how many."""
+    n = 0
+    with _atomic_open(path, "wt") as f:
+        for s in samples:
+            f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+# Parquet ------------------------------------------------------------------------------------------
+def read_parquet(path: str, skip: SkipReport | None = None, batch_rows: int = 1024) -> Iterator[Sample]:
+    """Samples from a Parquet file or a directory of shards, ``batch_rows`` rows in memory at a time."""
+    for file in _parquet_files(path):
+        fs, p = fsspec.core.url_to_fs(file)
+        with fs.open(p, "rb") as f:
+            try:
+                batches = pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
+            except Exception as e:  # polars raises several kinds for a broken file
+                raise DataError(f"{file}: not a readable Parquet file ({e})") from None
+            row = 0
+            for batch in batches:
+                for rec in batch.iter_rows(named=True):
+                    where = f"{file}: row {row}"
+                    row += 1
+                    try:
+                        yield Sample.from_dict(rec)
+                    except SampleError as e:
+                        handle_bad_record(e, where, skip)
+
+
+def samples_to_frame(samples: Iterable[Sample]) -> pl.DataFrame:
+    return pl.DataFrame([s.to_dict() for s in samples], schema=PARQUET_SCHEMA)
+
+
+def write_parquet(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
+    """Write samples to one Parquet file, or with ``shard_rows`` to a directory of numbered shards.
+
+    Only one shard's rows are held in memory at a time.
+    """
+    if shard_rows is None:
+        frame = samples_to_frame(samples)
+        with _atomic_open(path, "wb") as f:
+            frame.write_parquet(f)
+        return frame.height
+    fs, root = fsspec.core.url_to_fs(path)
+    fs.makedirs(root, exist_ok=True)
+    n, shard, buf = 0, 0, []
+
+    def flush() -> None:
+        nonlocal shard
+        with _atomic_open(_join(path, f"shard-{shard:05d}.parquet"), "wb") as f:
+            samples_to_frame(buf).write_parquet(f)
+        shard += 1
+        buf.clear()
+
+    for s in samples:
+        buf.append(s)
+        n += 1
+        if len(buf) >= shard_rows:
+            flush()
+    if buf or shard == 0:
+        flush()
+    return n
+
+
+# dispatch -----------------------------------------------------------------------------------------
+def read_samples(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
+    """Read tg-data samples from ``.jsonl`` / ``.json`` lines, ``.parquet``, or a shard directory."""
+    p = str(path)
+    if p.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return read_jsonl(p, skip)
+    if is_parquet(p):
+        return read_parquet(p, skip)
+    raise DataError(
+        f"{path}: unknown sample format; expected .jsonl, .parquet or a directory of .parquet shards "
+        "(convert other formats with `tg-data convert`)"
+    )
+
+
+def write_samples(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
+    p = str(path)
+    if p.endswith(".jsonl"):
+        return write_jsonl(samples, p)
+    if p.endswith(".parquet") and shard_rows is None:
+        return write_parquet(samples, p)
+    return write_parquet(samples, p, shard_rows=shard_rows or 50_000)
+
+
+# helpers ------------------------------------------------------------------------------------------
+def _join(root: str, name: str) -> str:
+    return root.rstrip("/") + "/" + name
+
+
+class _atomic_open:
+    """Write to ``path.tmp`` then rename, so a crash never leaves a half-written file behind."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        self.path = str(path)
+        self.mode = mode
+        self.fs, self.target = fsspec.core.url_to_fs(self.path)
+        self.tmp = self.target + ".tmp"
+        parent = self.fs._parent(self.target)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+
+    def __enter__(self):
+        kwargs = {"encoding": "utf-8"} if "t" in self.mode else {}
+        self.f = self.fs.open(self.tmp, self.mode, **kwargs)
+        return self.f
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.f.close()
+        if exc_type is not None:
+            self.fs.rm(self.tmp)
+            return
+        if self.fs.exists(self.target):
+            self.fs.rm(self.target)
+        self.fs.mv(self.tmp, self.target)
+
+
+def local_path(uri: str) -> Path | None:
+    """The local filesystem path of ``uri`` when it has one (plain path or ``file://``)."""
+    fs, p = fsspec.core.url_to_fs(uri)
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return Path(p) if proto in ("file", "local") else None
+
+
+def resolve(root: str | None, path: str) -> str:
+    """``path`` as given when absolute or a URI, else joined to ``root``."""
+    if root is None or "://" in path or path.startswith("/"):
+        return path
+    return _join(str(root), path)
