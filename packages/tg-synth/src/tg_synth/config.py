@@ -261,6 +261,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None  # an optional table left out (as written back in a manifest)
         return _coerce(value, args[0], where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):

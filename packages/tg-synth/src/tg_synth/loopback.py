@@ -48,7 +48,7 @@ class FaultPlan:
     always: dict[str, str] = field(default_factory=dict)  # step -> fault kind for every call of that step
 
     def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(FAULT_KINDS)
+        unknown = {k for k in [*self.kinds, *self.always.values()] if k not in FAULT_KINDS and not k.isdigit()}
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {list(FAULT_KINDS)}")
 
@@ -146,6 +146,8 @@ class ChatEndpoint:
         self.model = model
         self.calls: list[dict[str, Any]] = []
         self.attempts: Counter[str] = Counter()
+        self.active = 0
+        self.max_active = 0  # most calls in flight at once
         self._log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -155,6 +157,14 @@ class ChatEndpoint:
             self._log.flush()
 
     async def handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._handle(body, headers)
+        finally:
+            self.active -= 1
+
+    async def _handle(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         t0 = time.perf_counter()
         key = headers.get("x-tg-synth-key", "")
         try:
@@ -167,15 +177,18 @@ class ChatEndpoint:
         self.attempts[key] += 1
         fault = self.faults.fault(step, key, attempt)
         entry = {"n": len(self.calls), "key": key, "step": step, "image_id": inputs.get("image_id"),
-                 "attempt": attempt, "repair": repair, "fault": fault}
-        if fault == "timeout":
+                 "attempt": attempt, "repair": repair, "fault": fault, "authorized": "authorization" in headers}
+        if fault == "timeout":  # logged now: the client will have given up before the answer
+            self._record({**entry, "status": "timeout"})
             await asyncio.sleep(self.faults.timeout_sleep_s)
-        elif self.latency_s > 0:
+            return 504, {}, _error("answered after the client's timeout")
+        if self.latency_s > 0:
             await asyncio.sleep(max(0.0, self.latency_s - (time.perf_counter() - t0)))
-        if fault in ("429", "500"):
-            self._record({**entry, "status": int(fault)})
-            extra = {"retry-after": "0"} if fault == "429" else {}
-            return int(fault), extra, _error("rate limited" if fault == "429" else "injected server error")
+        if fault is not None and fault.isdigit():  # "429", "500", or any status a test scripts
+            status = int(fault)
+            self._record({**entry, "status": status})
+            extra = {"retry-after": "0"} if status == 429 else {}
+            return status, extra, _error(f"injected HTTP {status}")
         try:
             content = self.answerer.answer(step, inputs, images)
         except BadRequest as e:
@@ -185,8 +198,9 @@ class ChatEndpoint:
             content = content[: max(1, len(content) // 2)]
         elif fault == "non_json":
             content = "Sure! Here is what I can see in the image: " + content.replace("{", "(").replace("}", ")")
-        self._record({**entry, "status": 200})
         prompt_text = json.dumps(request.get("messages"))
+        usage = {"prompt_tokens": len(prompt_text) // 4, "completion_tokens": len(content) // 4}
+        self._record({**entry, "status": 200, **usage})
         reply = {
             "id": f"chatcmpl-{len(self.calls)}",
             "object": "chat.completion",
@@ -194,8 +208,7 @@ class ChatEndpoint:
             "model": request.get("model") or self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": "length" if fault == "truncated" else "stop"}],
-            "usage": {"prompt_tokens": len(prompt_text) // 4, "completion_tokens": len(content) // 4,
-                      "total_tokens": len(prompt_text) // 4 + len(content) // 4},
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
         }
         return 200, {}, json.dumps(reply).encode()
 
@@ -268,19 +281,34 @@ class LoopbackServer:
 
     async def serve(self, ready: threading.Event | None = None) -> None:
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(
-            lambda r, w: _serve_connection(self.endpoint, r, w), "127.0.0.1", self.port, backlog=1024
-        )
+        connections: set[asyncio.Task[None]] = set()
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connections.add(task)
+            try:
+                await _serve_connection(self.endpoint, reader, writer)
+            finally:
+                connections.discard(task)
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", self.port, backlog=1024)
         self.port = server.sockets[0].getsockname()[1]
         if ready is not None:
             ready.set()
         async with server:
             await self._stop.wait()
+            for task in list(connections):  # calls still sleeping (latency, timeout faults) end now
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
 
     def start(self) -> LoopbackServer:
         def main() -> None:
             self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.serve(self._ready))
+            try:
+                self._loop.run_until_complete(self.serve(self._ready))
+            finally:
+                self._loop.close()
 
         self._thread = threading.Thread(target=main, name="tg-synth-loopback", daemon=True)
         self._thread.start()
@@ -289,7 +317,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)

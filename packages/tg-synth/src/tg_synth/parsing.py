@@ -35,10 +35,12 @@ def parse_json_object(content: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        if e.pos >= len(text) - 1 or "Unterminated" in e.msg or e.msg.startswith("Expecting"):
-            hint = "truncated or malformed JSON"
-        else:
+        if not text.startswith(("{", "[")):
             hint = "not JSON"
+        elif e.pos >= len(text) - 2 or "Unterminated" in e.msg:
+            hint = "truncated JSON"
+        else:
+            hint = "malformed JSON"
         raise OutputError(f"{hint}: {e.msg} at character {e.pos}") from None
     if not isinstance(value, dict):
         raise OutputError(f"expected a JSON object, got a JSON {type(value).__name__}")

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tg_synth.config import ConfigError, config_from_dict, load_config, resolve_config_path, shipped_configs
+
+
+def test_shipped_shapes_config_loads_and_uses_oracles() -> None:
+    assert "shapes" in shipped_configs()
+    cfg = load_config("shapes")
+    assert cfg.input.kind == "shapes"
+    assert cfg.backends.mllm.kind == "oracle" and cfg.backends.detector.kind == "oracle"
+    assert cfg.output.dir == "runs/synth-shapes"
+    assert sum(cfg.qa.counts().values()) > 0
+
+
+def test_overrides_apply_with_toml_types() -> None:
+    cfg = load_config("shapes", ["qa.rec=7", "filters.max_option_iou=0.5", "output.dir=/tmp/x", "progress=false"])
+    assert cfg.qa.rec == 7
+    assert cfg.filters.max_option_iou == 0.5
+    assert cfg.output.dir == "/tmp/x"
+    assert cfg.progress is False
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"qa": {"recc": 1}}, "unknown key(s) ['recc']"),
+        ({"qa": {"rec": "many"}}, "config.qa.rec must be an integer"),
+        ({"filters": {"min_object_area": 0.6, "max_object_area": 0.5}}, "min_object_area < max_object_area"),
+        ({"backends": {"mllm": {"kind": "openai"}}}, "needs base_url"),
+        ({"backends": {"detector": {"kind": "yolo"}}}, "'oracle' or 'grounding_dino'"),
+        ({"input": {"kind": "images", "root": "/tmp"}}, "exactly one of image_list"),
+        ({"qa": {"max_options": 1}}, "max_options must be >= 2"),
+    ],
+)
+def test_bad_configs_name_the_problem(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as e:
+        config_from_dict(data)
+    assert message in str(e.value)
+
+
+def test_oracle_backends_refuse_non_shapes_input(tmp_path: Path) -> None:
+    data = {"input": {"kind": "images", "root": str(tmp_path), "glob": "*.png"}}
+    with pytest.raises(ConfigError, match="oracle backends answer from shapes-world truth"):
+        config_from_dict(data)
+
+
+def test_unknown_config_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ConfigError, match="shipped: \\['shapes'"):
+        resolve_config_path("no-such-config")
+
+
+def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[qa\nrec = 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_config(str(bad))
