@@ -211,3 +211,10 @@ def test_the_pipeline_runs_with_it_on_listed_images_with_annotations(
     truth = {s.id: {tuple(round(v, 5) for v in b.to_list()) for b in s.boxes} for s in scenes}
     for s in rec:
         assert tuple(round(v, 5) for v in s.objects[0].box.to_list()) in truth[s.meta["image_id"]]
+
+
+def test_a_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    from tg_synth.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no such directory"):
+        GroundingDinoDetector(DetectorConfig(kind="grounding_dino", model=str(tmp_path / "nope")))

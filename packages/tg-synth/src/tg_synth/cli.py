@@ -24,7 +24,7 @@ USER_ERRORS = (ConfigError, DataError, PromptError, CacheBusyError, FatalBackend
 
 
 def _fail(e: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -48,7 +48,7 @@ def run(
     except USER_ERRORS as e:
         _fail(e)
     out_dir = Path(out or cfg.output.dir)
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(f"wrote {out_dir}: stage 2 {manifest['stage2']['samples']} samples, stage 3 "
                   f"{manifest['stage3']['samples']} samples; {manifest['failures']['total']} quarantined; "
                   f"images under {manifest['image_root']}")

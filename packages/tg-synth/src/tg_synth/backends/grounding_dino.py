@@ -52,10 +52,13 @@ class GroundingDinoDetector:
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.torch = torch
-        local = Path(cfg.model).is_dir()
+        local = Path(cfg.model).expanduser().is_dir()
+        if not local and cfg.model.startswith(("/", "./", "../", "~")):
+            raise ConfigError(f"[backends.detector] model = {cfg.model!r}: no such directory")
         try:
-            self.processor = AutoProcessor.from_pretrained(cfg.model, local_files_only=local)
-            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(cfg.model, local_files_only=local)
+            source = str(Path(cfg.model).expanduser()) if local else cfg.model
+            self.processor = AutoProcessor.from_pretrained(source, local_files_only=local)
+            self.model = AutoModelForZeroShotObjectDetection.from_pretrained(source, local_files_only=local)
         except OSError as e:
             raise ConfigError(
                 f"[backends.detector] model = {cfg.model!r}: cannot load it ({e}); give a local directory "
