@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageDraw
+
 from tg_data.box import Box
 from tg_data.io import read_samples
 from tg_data.shapes import load_scenes
 from tg_data.shapes.dataset import image_path
-
 from tg_synth.backends.base import DetectRequest
 from tg_synth.backends.grounding_dino import GroundingDinoDetector, label_token_positions, merged_prompt
 from tg_synth.config import DetectorConfig

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from tg_data.box import Box
 from tg_data.io import DataError
-
 from tg_synth.config import ConfigError, InputConfig
 from tg_synth.inputs import list_inputs, shapes_inputs
 

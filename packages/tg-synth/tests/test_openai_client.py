@@ -96,7 +96,7 @@ def test_an_unreachable_endpoint_stops_the_run(shapes_root: Path) -> None:
         asyncio.run(_complete(f"http://127.0.0.1:{port}/v1", _request(shapes_root), max_attempts=2))
 
 
-def test_concurrency_is_bounded_by_the_lanes(loopback, shapes_root: Path) -> None:
+def test_concurrency_is_bounded(loopback, shapes_root: Path) -> None:
     server = loopback(latency_s=0.05)
 
     async def main() -> None:

@@ -88,6 +88,7 @@ class OracleAnswerer:
         scenes = load_scenes(str(self.root), split)
         self.scenes = {s.id: s for s in scenes}
         self.oracle = ShapesOracle(self.scenes, chat or ChatConfig(), seed)
+        self.oracle.warm()
         self.steps_by_system = {t.system: t.step for t in all_templates().values() if t.system}
         self._image_sha: dict[str, str] = {}
 
@@ -198,8 +199,7 @@ class ChatEndpoint:
             content = content[: max(1, len(content) // 2)]
         elif fault == "non_json":
             content = "Sure! Here is what I can see in the image: " + content.replace("{", "(").replace("}", ")")
-        prompt_text = json.dumps(request.get("messages"))
-        usage = {"prompt_tokens": len(prompt_text) // 4, "completion_tokens": len(content) // 4}
+        usage = {"prompt_tokens": len(body) // 4, "completion_tokens": len(content) // 4}  # about 4 bytes a token
         self._record({**entry, "status": 200, **usage})
         reply = {
             "id": f"chatcmpl-{len(self.calls)}",

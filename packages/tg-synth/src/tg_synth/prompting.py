@@ -50,7 +50,7 @@ class PromptTemplate:
 
     def messages(self, inputs: dict[str, Any], image_url: str | None = None, **values: Any) -> list[dict[str, Any]]:
         """OpenAI chat messages: the system text, then the user text (and the image, when given)."""
-        user = self.render_user(input=json.dumps(inputs, ensure_ascii=False, indent=1), **values)
+        user = self.render_user(input=json.dumps(inputs, ensure_ascii=False), **values)
         content: str | list[dict[str, Any]] = user
         if image_url is not None:
             content = [{"type": "text", "text": user}, {"type": "image_url", "image_url": {"url": image_url}}]

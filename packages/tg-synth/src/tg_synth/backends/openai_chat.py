@@ -1,10 +1,10 @@
 """A chat backend for any OpenAI-compatible ``/chat/completions`` endpoint.
 
-Concurrency is bounded by lanes: ``concurrency`` connection pools of one keep-alive connection each,
-handed out through a queue. This keeps connection bookkeeping constant per request (one shared pool
-scans all its connections on every request), so one process reaches the endpoint's limit.
-Transient failures (429, 5xx, timeouts, dropped connections) are retried with backoff and jitter;
-a bad key or unknown model stops the run instead of quarantining every record.
+One keep-alive connection pool, with at most ``concurrency`` calls in flight (a semaphore, released
+while a call waits to retry, so backoff never holds a slot). Transient failures (429, 5xx, timeouts,
+dropped connections) are retried with exponential backoff and jitter, honouring Retry-After; a bad
+key or an unknown model stops the run instead of quarantining every record, and so does an
+endpoint that cannot be reached at all.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import asyncio
 import json
 import os
 import random
-import ssl
 from typing import Any
 
-import httpcore
+import aiohttp
 
 from tg_synth.backends.base import BackendError, ChatReply, ChatRequest, FatalBackendError, Usage
 from tg_synth.backends.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from tg_synth.config import ChatConfig, ConfigError
 
-KEY_HEADER = b"x-tg-synth-key"
+KEY_HEADER = "X-TG-Synth-Key"
 
 
 def _snippet(body: bytes, n: int = 200) -> str:
@@ -30,7 +29,7 @@ def _snippet(body: bytes, n: int = 200) -> str:
 
 
 class OpenAIChat:
-    """``ChatBackend`` over HTTP; create it inside the event loop that will use it."""
+    """``ChatBackend`` over HTTP; use it inside one event loop and ``aclose`` it there."""
 
     def __init__(self, cfg: ChatConfig, seed: int = 0) -> None:
         if not cfg.base_url.startswith(("http://", "https://")):
@@ -41,19 +40,20 @@ class OpenAIChat:
         self.policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base_s, cfg.backoff_max_s)
         self._rng = random.Random(seed)
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        self._headers = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:
-            self._headers.append((b"authorization", f"Bearer {key}".encode()))
-        t = cfg.timeout_s
-        self._timeouts = {"connect": t, "read": t, "write": t, "pool": t}
-        ctx = ssl.create_default_context() if self.url.startswith("https://") else None
-        self._pools = [
-            httpcore.AsyncConnectionPool(max_connections=1, max_keepalive_connections=1, ssl_context=ctx)
-            for _ in range(cfg.concurrency)
-        ]
-        self._lanes: asyncio.Queue[httpcore.AsyncConnectionPool] = asyncio.Queue()
-        for pool in self._pools:
-            self._lanes.put_nowait(pool)
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(cfg.concurrency)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            n = self.cfg.concurrency
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=n, limit_per_host=n, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
+            )
+        return self._session
 
     def cost(self, usage: Usage) -> float:
         return (
@@ -72,18 +72,13 @@ class OpenAIChat:
             body["response_format"] = {"type": "json_object"}
         return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
-    async def _post(self, content: bytes, headers: list[tuple[bytes, bytes]]) -> httpcore.Response:
-        pool = await self._lanes.get()
-        try:
-            return await pool.request(
-                "POST", self.url, headers=headers, content=content, extensions={"timeout": self._timeouts}
-            )
-        finally:
-            self._lanes.put_nowait(pool)
+    async def _post(self, content: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        async with self._slots, self._open().post(self.url, data=content, headers=headers) as resp:
+            return resp.status, {"retry-after": resp.headers.get("Retry-After", "")}, await resp.read()
 
     async def complete(self, request: ChatRequest) -> ChatReply:
         content = self._body(request)
-        headers = [*self._headers, (KEY_HEADER, request.key.encode())]
+        headers = {**self._headers, KEY_HEADER: request.key}
         usage = Usage()
         reached = False
         last = "no attempt made"
@@ -91,36 +86,35 @@ class OpenAIChat:
             retry_after: float | None = None
             usage.calls += 1
             try:
-                resp = await self._post(content, headers)
-            except httpcore.TimeoutException:
+                status, resp_headers, body = await self._post(content, headers)
+            except TimeoutError:
                 reached = True
                 last = f"timed out after {self.cfg.timeout_s:g} s"
-            except (httpcore.NetworkError, httpcore.ProtocolError) as e:
-                last = f"connection failed ({type(e).__name__}: {e})"
+            except aiohttp.ClientConnectorError as e:
+                last = f"connection failed ({e.strerror or type(e).__name__})"
+            except aiohttp.ClientError as e:  # dropped connection, broken payload
+                reached = True
+                last = f"connection lost ({type(e).__name__}: {e})"
             else:
                 reached = True
-                status = resp.status
                 if status == 200:
                     try:
-                        return self._reply(resp.content, usage)
+                        return self._reply(body, usage)
                     except (ValueError, KeyError, IndexError, TypeError) as e:
                         last = f"malformed response envelope ({e})"
                 elif status in (401, 403):
                     raise FatalBackendError(
-                        f"{self.url}: HTTP {status} ({_snippet(resp.content)}); check the key in "
-                        f"${self.cfg.api_key_env}"
+                        f"{self.url}: HTTP {status} ({_snippet(body)}); check the key in ${self.cfg.api_key_env}"
                     )
                 elif status == 404:
                     raise FatalBackendError(
-                        f"{self.url}: HTTP 404 ({_snippet(resp.content)}); check base_url and model {self.cfg.model!r}"
+                        f"{self.url}: HTTP 404 ({_snippet(body)}); check base_url and model {self.cfg.model!r}"
                     )
                 elif is_retryable_status(status):
                     last = f"HTTP {status}"
-                    retry_after = parse_retry_after(
-                        next((v.decode() for k, v in resp.headers if k.lower() == b"retry-after"), None)
-                    )
+                    retry_after = parse_retry_after(resp_headers.get("retry-after"))
                 else:
-                    raise BackendError(f"HTTP {status}: {_snippet(resp.content)}", usage)
+                    raise BackendError(f"HTTP {status}: {_snippet(body)}", usage)
             if attempt + 1 < self.policy.max_attempts:
                 await asyncio.sleep(self.policy.delay(attempt, self._rng, retry_after))
         if not reached:
@@ -142,5 +136,6 @@ class OpenAIChat:
         return ChatReply(text, usage, str(choice.get("finish_reason") or "stop"))
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -14,9 +14,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from tg_data.box import Box, iou_matrix
+from tg_data.box import Box
 from tg_data.coords import parse_box
-from tg_data.shapes.language import choose_expression, name_with_article, position_words
+from tg_data.shapes.language import candidate_expressions, name_with_article, position_words
 from tg_data.shapes.scene import COLOURS, KINDS, Scene, relations
 from tg_synth.backends.base import ChatReply, ChatRequest, DetectRequest, Usage
 from tg_synth.cache import stable_hash
@@ -31,12 +31,6 @@ def _rng(seed: int, *parts: object) -> random.Random:
     return random.Random(int(stable_hash([seed, *[str(p) for p in parts]])[:16], 16))
 
 
-def _np_rng(seed: int, *parts: object):
-    import numpy as np
-
-    return np.random.default_rng(int(stable_hash([seed, *[str(p) for p in parts]])[:16], 16))
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -46,12 +40,19 @@ def _list_words(items: list[str]) -> str:
 
 
 class ShapesOracle:
-    """The truth behind every answer; shared by the in-process backends and the loopback server."""
+    """The truth behind every answer; shared by the in-process backends and the loopback server.
+
+    What a scene implies (boxes, relations, unambiguous expressions) is computed once per scene, so
+    an answer costs little: the loopback endpoint must keep up with hundreds of calls per second.
+    """
 
     def __init__(self, scenes: dict[str, Scene], chat: ChatConfig | None = None, seed: int = 0) -> None:
         self.scenes = scenes
         self.chat = chat or ChatConfig()
         self.seed = seed
+        self._boxes: dict[str, list[Box]] = {}
+        self._relations: dict[str, list[tuple[int, str, int]]] = {}
+        self._expressions: dict[tuple[str, int], list[str]] = {}
 
     def scene(self, image_id: str) -> Scene:
         try:
@@ -59,21 +60,47 @@ class ShapesOracle:
         except KeyError:
             raise KeyError(f"the oracle knows no shapes scene {image_id!r}") from None
 
+    def boxes(self, scene: Scene) -> list[Box]:
+        if scene.id not in self._boxes:
+            self._boxes[scene.id] = scene.boxes
+        return self._boxes[scene.id]
+
+    def relations(self, scene: Scene) -> list[tuple[int, str, int]]:
+        if scene.id not in self._relations:
+            self._relations[scene.id] = relations(scene)
+        return self._relations[scene.id]
+
+    def warm(self) -> None:
+        """Work out every scene's facts now (an endpoint does this before it takes calls)."""
+        for scene in self.scenes.values():
+            self.relations(scene)
+            self.boxes(scene)
+            for j in range(len(scene.shapes)):
+                self.expression(scene, j, random.Random(0))
+
+    def expression(self, scene: Scene, j: int, rng: random.Random) -> str:
+        """An unambiguous expression for shape ``j``: the simplest most of the time, else any."""
+        key = (scene.id, j)
+        if key not in self._expressions:
+            self._expressions[key] = [e.text() for e in candidate_expressions(scene, j)]
+        cands = self._expressions[key]
+        return cands[0] if rng.random() < 0.6 else cands[rng.randrange(len(cands))]
+
     # mapping the listed instances to the scene's shapes ---------------------------------------------
     def match(self, scene: Scene, objects: list[dict[str, Any]]) -> dict[int, int]:
         """Instance id -> shape index, one to one, by IoU >= 0.5 and a name that fits the shape."""
         if not objects or not scene.shapes:
             return {}
-        boxes = [parse_box(o["box"]) for o in objects]
-        truth = [b.to_list() for b in scene.boxes]
+        truth = self.boxes(scene)
         pairs: list[tuple[float, int, int]] = []
-        for k, (obj, box) in enumerate(zip(objects, boxes, strict=True)):
+        for k, obj in enumerate(objects):
+            box = parse_box(str(obj["box"]))
             if box is None:
                 continue
-            ious = iou_matrix([box.to_list()], truth)[0]
-            for j, iou in enumerate(ious):
+            for j, t in enumerate(truth):
+                iou = box.iou(t)
                 if iou >= 0.5 and self._name_fits(str(obj["name"]), scene, j):
-                    pairs.append((float(iou), k, j))
+                    pairs.append((iou, k, j))
         out: dict[int, int] = {}
         used: set[int] = set()
         for _iou, k, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
@@ -117,7 +144,7 @@ class ShapesOracle:
         shape_to_id = {j: i for i, j in ids.items()}
         triples = [
             {"subject": shape_to_id[a], "relation": rel, "object": shape_to_id[b]}
-            for a, rel, b in relations(scene)
+            for a, rel, b in self.relations(scene)
             if a in shape_to_id and b in shape_to_id
         ]
         limit = min(int(inputs.get("max_relations", self.chat.max_relations)), self.chat.max_relations)
@@ -127,17 +154,11 @@ class ShapesOracle:
 
     def _refer(self, scene: Scene, inputs: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         ids = self.match(scene, inputs["objects"])
-        np_rng = _np_rng(self.seed, scene.id, "refer")
-        return {
-            "expressions": [
-                {"id": i, "expression": choose_expression(scene, j, np_rng).text()} for i, j in sorted(ids.items())
-            ]
-        }
+        return {"expressions": [{"id": i, "expression": self.expression(scene, j, rng)} for i, j in sorted(ids.items())]}
 
     def _converse(self, scene: Scene, inputs: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         ids = self.match(scene, inputs["objects"])
         by_shape = {j: i for i, j in ids.items()}
-        np_rng = _np_rng(self.seed, scene.id, "converse")
         listed = sorted(by_shape, key=lambda j: scene.shapes[j].px[0])
 
         def mention(j: int, indefinite: bool = False) -> str:
@@ -151,13 +172,14 @@ class ShapesOracle:
         }]
         kinds = ["where", "count", "relation"]
         rng.shuffle(kinds)
-        triples = [(a, rel, b) for a, rel, b in relations(scene) if a in by_shape and b in by_shape and rel != "next to"]
+        triples = [(a, rel, b) for a, rel, b in self.relations(scene)
+                   if a in by_shape and b in by_shape and rel != "next to"]
         for kind in kinds:
             if len(turns) >= int(inputs.get("rounds", 3)) or not listed:
                 break
             j = listed[rng.randrange(len(listed))]
             if kind == "where":
-                expr = choose_expression(scene, j, np_rng).text()
+                expr = self.expression(scene, j, rng)
                 turns.append({"question": f"Where is {expr}?",
                               "answer": f"{expr.capitalize()} {{{by_shape[j]}}} is {position_words(scene, j)}."})
             elif kind == "count":
@@ -181,7 +203,7 @@ class ShapesOracle:
         for j in order:
             s = scene.shapes[j]
             parts.append(f"A {s.size} {s.colour} {s.kind} {{{by_shape[j]}}} is {position_words(scene, j)}.")
-        triples = [(a, rel, b) for a, rel, b in relations(scene)
+        triples = [(a, rel, b) for a, rel, b in self.relations(scene)
                    if a in by_shape and b in by_shape and rel in ("left of", "above", "bigger than")]
         for a, rel, b in triples[:3]:
             parts.append(f"The {scene.shapes[a].name} {{{by_shape[a]}}} is {rel} the {scene.shapes[b].name} {{{by_shape[b]}}}.")
@@ -191,13 +213,13 @@ class ShapesOracle:
     def detect(self, image_id: str, labels: Sequence[str], det: DetectorConfig) -> list[Detection]:
         scene = self.scene(image_id)
         out: list[Detection] = []
+        truth = self.boxes(scene)
         for label in labels:
             rng = _rng(self.seed, image_id, "detect", label)
-            words = label.lower().split()
             generic = label.lower() in GENERIC_LABELS
             hits = [j for j in range(len(scene.shapes)) if generic or self._name_fits(label, scene, j)]
             for j in hits:
-                box = scene.box(j)
+                box = truth[j]
                 if generic:
                     score = rng.uniform(0.36, 0.55)
                 elif rng.random() < det.low_confidence_rate:
@@ -205,7 +227,7 @@ class ShapesOracle:
                 else:
                     score = rng.uniform(0.6, 0.98)
                 out.append(Detection(label, box, score))
-                if not generic and words and rng.random() < det.loose_box_rate:
+                if not generic and rng.random() < det.loose_box_rate:
                     out.append(Detection(label, _enlarged(box, 1.35), rng.uniform(0.4, 0.6)))
         return out
 
