@@ -58,3 +58,15 @@ def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
     bad.write_text("[qa\nrec = 1\n")
     with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         load_config(str(bad))
+
+
+def test_the_readme_config_reference_lists_the_defaults() -> None:
+    import re
+    import tomllib
+
+    from tg_synth.config import SynthConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", readme, re.DOTALL)
+    assert block is not None
+    assert config_from_dict(tomllib.loads(block.group(1))) == SynthConfig()

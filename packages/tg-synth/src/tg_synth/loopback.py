@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tg_data.shapes import load_scenes
 from tg_data.shapes.dataset import image_path
@@ -136,10 +136,18 @@ class OracleAnswerer:
         return json.dumps(self.oracle.answer(step, inputs), ensure_ascii=False)
 
 
+class Answerer(Protocol):
+    """What the endpoint asks of an answerer: read a request, then answer it."""
+
+    def parse(self, body: dict[str, Any]) -> tuple[str, dict[str, Any], list[str], bool]: ...
+
+    def answer(self, step: str, inputs: dict[str, Any], images: list[str]) -> str: ...
+
+
 class ChatEndpoint:
     """The request handler: latency, faults, the answerer, and the call log."""
 
-    def __init__(self, answerer: OracleAnswerer, latency_s: float = 0.0, faults: FaultPlan | None = None,
+    def __init__(self, answerer: Answerer, latency_s: float = 0.0, faults: FaultPlan | None = None,
                  log_path: str | Path | None = None, model: str = "shapes-oracle") -> None:
         self.answerer = answerer
         self.latency_s = latency_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -309,8 +310,6 @@ class Pipeline:
 
 def reason_kind(reason: str) -> str:
     """A failure reason without its particulars, for counting ("HTTP 500 after 6 attempts" stays)."""
-    import re
-
     text = re.sub(r"\s*\([^()]*\)", "", reason)
     text = ": ".join(text.split(": ")[:2])
     return text.split(" at character")[0][:120]
