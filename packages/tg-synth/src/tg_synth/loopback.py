@@ -297,6 +297,8 @@ class LoopbackServer:
             connections.add(task)
             try:
                 await _serve_connection(self.endpoint, reader, writer)
+            except asyncio.CancelledError:
+                pass  # the server is stopping: end quietly (the connection is closed in finally)
             finally:
                 connections.discard(task)
 
