@@ -69,4 +69,19 @@ def test_the_readme_config_reference_lists_the_defaults() -> None:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = re.search(r"```toml\n(.*?)```", readme, re.DOTALL)
     assert block is not None
-    assert config_from_dict(tomllib.loads(block.group(1))) == SynthConfig()
+    data = tomllib.loads(block.group(1))
+    assert config_from_dict(data) == SynthConfig()
+    # every field is documented, in its table
+    from dataclasses import fields
+
+    from tg_synth.config import ChatConfig
+
+    tables = {"": (SynthConfig, data), "backends.mllm": (ChatConfig, data["backends"]["mllm"])}
+    for name in ("input", "grounding", "filters", "qa", "output"):
+        tables[name] = (type(getattr(SynthConfig(), name)), data[name])
+    tables["backends.detector"] = (type(SynthConfig().backends.detector), data["backends"]["detector"])
+    for name, (cls, table) in tables.items():
+        documented = set(table)
+        expected = {f.name for f in fields(cls)} - ({"backends", "input", "grounding", "filters", "qa", "output"}
+                                                    if cls is SynthConfig else set())
+        assert expected <= documented | ({"prompts"} if cls is SynthConfig else set()), (name, expected - documented)

@@ -38,7 +38,6 @@ class Inputs:
     image_root: Path
     failures: list[dict[str, str]] = field(default_factory=list)
     scenes: dict[str, Scene] | None = None  # shapes-world truth, for the oracle backends
-    shapes_root: Path | None = None
 
 
 def _shapes_dataset(cfg: InputConfig, out_dir: Path) -> Path:
@@ -74,7 +73,7 @@ def shapes_inputs(cfg: InputConfig, out_dir: Path) -> Inputs:
     if cfg.limit:
         scenes = scenes[: cfg.limit]
     items = [ImageItem(s.id, image_path(s), s.width, s.height) for s in scenes]
-    return Inputs(items, root.resolve(), scenes={s.id: s for s in scenes}, shapes_root=root.resolve())
+    return Inputs(items, root.resolve(), scenes={s.id: s for s in scenes})
 
 
 def _annotation(d: object, width: int, height: int, box_format: str, where: str) -> Annotation:

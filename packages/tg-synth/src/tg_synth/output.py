@@ -90,11 +90,10 @@ def crop_pixel_box(box: Box, width: int, height: int, margin: float) -> tuple[in
 class CropWriter:
     """One spec line per distinct (image, box, margin); with ``save`` also the cropped PNG."""
 
-    def __init__(self, out_dir: Path, image_root: Path, save: bool) -> None:
+    def __init__(self, out_dir: Path, save: bool) -> None:
         self.path = out_dir / "crops.jsonl"
         self.tmp = out_dir / "crops.jsonl.tmp"
         self.dir = out_dir / "crops"
-        self.image_root = image_root
         self.save = save
         if save:
             self.dir.mkdir(exist_ok=True)

@@ -222,7 +222,7 @@ class Pipeline:
         report = FilterReport()
         stage2 = ShardWriter(self.out_dir, "stage2", self.cfg.output.shard_rows)
         stage3 = ShardWriter(self.out_dir, "stage3", self.cfg.output.shard_rows)
-        crops = CropWriter(self.out_dir, self.inputs.image_root, self.cfg.output.save_crops)
+        crops = CropWriter(self.out_dir, self.cfg.output.save_crops)
         states: dict[str, Counter[str]] = {s: Counter() for s in STEPS}
         usage: dict[str, Counter[str]] = {s: Counter() for s in STEPS}
         seen_keys: set[str] = set()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tg_data.box import Box
+from tg_data.coords import render_box
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,6 @@ class Instance:
     source: str  # "detector" | "annotation"
 
     def prompt_view(self) -> dict[str, Any]:
-        from tg_data.coords import render_box
-
         return {"id": self.id, "name": self.label, "box": render_box(self.box)}
 
 
