@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tg_encoders.errors import EncoderError
@@ -24,7 +25,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
 
@@ -75,7 +76,7 @@ def towers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON inst
     except EncoderError as e:
         raise _fail(str(e)) from None
     if as_json:
-        console.print_json(json.dumps(rows))
+        typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="tg-encoders: known towers and encoders")
     for column in ("name", "kind", "source", "image", "grid", "hidden", "params"):
@@ -104,19 +105,21 @@ def info(
     except EncoderError as e:
         raise _fail(str(e)) from None
     if as_json:
-        console.print_json(json.dumps(data))
+        typer.echo(json.dumps(data, indent=2))
         return
     towers_info = [data] if data["kind"] == "tower" else data["towers"]
     console.print(
         f"[bold]{data['name']}[/] ({data['kind']}): input {data['image_size']}x{data['image_size']}, "
         f"grid {data['grid']}x{data['grid']} = {data['num_patches']} patches, "
-        f"hidden {data['hidden_size']}, {data['parameters']:,} parameters"
+        f"hidden {data['hidden_size']}, {data['parameters']:,} parameters",
+        soft_wrap=True,
     )
     for t in towers_info:
         console.print(
             f"  {t['name']}: {t['spec']['type']} {t['spec'].get('model') or 'arch'}, patch {t['patch_size']}, "
             f"hidden {t['hidden_size']}, {t['parameters']:,} params, layer {t['spec']['layer']}, "
-            f"mean {_norm(t['mean'])}, std {_norm(t['std'])}, pretrained {t['spec']['pretrained']!r}"
+            f"mean {_norm(t['mean'])}, std {_norm(t['std'])}, pretrained {t['spec']['pretrained']!r}",
+            soft_wrap=True,
         )
 
 
@@ -196,7 +199,8 @@ def embed(
         raise _fail(f"cannot write {out}: {e}") from None
     console.print(
         f"wrote {out}: features {tuple(features.shape)} "
-        f"({len(images)} images x {model.num_patches} patches x {model.hidden_size} channels)"
+        f"({len(images)} images x {model.num_patches} patches x {model.hidden_size} channels)",
+        soft_wrap=True,
     )
 
 

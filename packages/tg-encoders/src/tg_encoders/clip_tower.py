@@ -124,6 +124,16 @@ def resolve_clip_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     return out, {**arch, "image_size": out["image_size"]}, embed_dim
 
 
+def _is_pruned_key(key: str, kept_blocks: int) -> bool:
+    """Keys of the parts pruned from the tower (later blocks, final norm, projection, pooler)."""
+    if key == "proj" or key.startswith(("ln_post.", "attn_pool.", "attn_pool_contrastive.")):
+        return True
+    prefix = "transformer.resblocks."
+    if key.startswith(prefix):
+        return int(key[len(prefix) :].split(".", 1)[0]) >= kept_blocks
+    return False
+
+
 def _load_open_clip_weights(visual: torch.nn.Module, path: Path, where: str) -> None:
     """Load the ``visual.*`` part of an open_clip checkpoint (full CLIP or image tower only)."""
     from open_clip.factory import load_state_dict
@@ -149,9 +159,14 @@ def _load_open_clip_weights(visual: torch.nn.Module, path: Path, where: str) -> 
     holder = _Holder()
     holder.visual = visual  # type: ignore[attr-defined]
     resize_pos_embed(state, holder)  # checkpoints made at another resolution
-    state = {k[len("visual."):]: v for k, v in state.items()}
+    state = {k[len("visual.") :]: v for k, v in state.items()}
+    expected = set(visual.state_dict())
+    kept_blocks = len(visual.transformer.resblocks)
+    unexpected = sorted(k for k in state if k not in expected and not _is_pruned_key(k, kept_blocks))
     try:
-        visual.load_state_dict(state, strict=True)
+        if unexpected:
+            raise RuntimeError(f"unexpected keys {unexpected[:8]}")
+        visual.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
     except RuntimeError as e:
         raise WeightsError(f"{where}: checkpoint {path} does not fit this architecture:\n{e}") from e
 
@@ -186,16 +201,16 @@ class CLIPTower(TowerBase):
         visual = _build_vision_tower(embed_dim, CLIPVisionCfg(**vision_cfg), quick_gelu=resolved["quick_gelu"])
         if not isinstance(visual, VisionTransformer):
             raise TowerSpecError(f"{where}: open_clip built a {type(visual).__name__}, not a ViT")
-        if load_weights and resolved["pretrained"]:
-            path = local_checkpoint(resolved["pretrained"], OPEN_CLIP_CHECKPOINT_NAMES, where)
-            if path is None:
-                path = _download(resolved, where)
-            _load_open_clip_weights(visual, path, where)
         depth = len(visual.transformer.resblocks)
         index = block_index(resolved["layer"], depth, where)
         visual.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
         visual.attn_pool = None
         visual.attn_pool_contrastive = None
+        if load_weights and resolved["pretrained"]:
+            path = local_checkpoint(resolved["pretrained"], OPEN_CLIP_CHECKPOINT_NAMES, where)
+            if path is None:
+                path = _download(resolved, where)
+            _load_open_clip_weights(visual, path, where)
         self.visual = visual
         self.image_size = resolved["image_size"]
         self.patch_size = int(visual.patch_size[0])
