@@ -20,6 +20,7 @@ from tg_encoders import (
     CLIP_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    TowerSpecError,
     WeightsError,
     build_tower,
     normalise,
@@ -221,3 +222,21 @@ def test_load_weights_false_never_reads_the_checkpoint(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     tower = build_tower({"type": "clip", "arch": VISION, "image_size": 64, "pretrained": str(garbage)}, load_weights=False)
     assert tower.spec()["pretrained"] == str(garbage)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "clip", "arch": VISION, "image_size": 64},
+        {"type": "clip", "model": "ViT-S-32", "image_size": 64},
+        {"type": "dinov2", "arch": _dinov2_arch(0), "image_size": 64},
+    ],
+    ids=["clip-arch", "clip-model", "dinov2-arch"],
+)
+def test_specs_naming_paths_of_another_machine_rebuild_without_weights(spec):
+    """A stored spec may name a checkpoint that is not here; rebuilding the architecture still works."""
+    elsewhere = {**spec, "pretrained": "/elsewhere/weights.safetensors"}
+    tower = build_tower(elsewhere, load_weights=False)
+    assert tower.spec()["pretrained"] == "/elsewhere/weights.safetensors"
+    with pytest.raises(TowerSpecError, match=r"not a file or folder here|neither a local checkpoint"):
+        build_tower(elsewhere)

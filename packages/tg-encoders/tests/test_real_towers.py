@@ -11,6 +11,7 @@ import torch
 
 from tg_encoders import (
     TOWERS,
+    TowerSpecError,
     WeightsError,
     build_encoder,
     build_tower,
@@ -88,3 +89,14 @@ def test_missing_hub_weights_give_a_clear_error(name, monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsError, match="pass a local checkpoint path"), torch.device("meta"):
         build_tower(TOWERS[name])
+
+
+def test_real_encoder_at_another_size_and_with_local_weights():
+    specs = real_encoder_specs(image_size=224, clip_pretrained="/data/clip.bin", dinov2_pretrained=None)
+    assert [s["image_size"] for s in specs] == [224, 224]
+    assert specs[0]["pretrained"] == "/data/clip.bin" and specs[1]["pretrained"] is None
+    with torch.device("meta"):
+        encoder = build_encoder(specs, load_weights=False)
+    assert (encoder.grid, encoder.hidden_size) == (16, 2048)
+    with pytest.raises(TowerSpecError, match="multiple of the towers' patch size 14"):
+        real_encoder_specs(image_size=300)

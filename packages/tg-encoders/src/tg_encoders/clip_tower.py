@@ -48,10 +48,14 @@ def _arch_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(CLIPVisionCfg) if not f.name.startswith("timm_")} - _ARCH_EXCLUDED
 
 
-def resolve_clip_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+def resolve_clip_spec(
+    spec: Mapping[str, Any], load_weights: bool = True
+) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Fill every default into a CLIP spec, so that rebuilding it gives the same architecture.
 
-    Returns the complete spec, open_clip's ``vision_cfg`` for it, and the embedding width.
+    Returns the complete spec, open_clip's ``vision_cfg`` for it, and the embedding width. A
+    ``pretrained`` path is only checked when weights are to be loaded (a stored spec may name a
+    path on another machine).
     """
     import open_clip
     from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
@@ -81,13 +85,13 @@ def resolve_clip_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
                 f"{where}: {model!r} has a {'timm' if vision.get('timm_model_name') else 'ResNet'} image "
                 "tower; CLIPTower supports open_clip's own ViT towers (e.g. ViT-L-14-336)"
             )
-        if pretrained and local_checkpoint(pretrained, OPEN_CLIP_CHECKPOINT_NAMES, where) is None:
-            tag_cfg = get_pretrained_cfg(model, pretrained)
-            if not tag_cfg:
-                raise TowerSpecError(
-                    f"{where}: pretrained {pretrained!r} is neither a local checkpoint path nor an open_clip "
-                    f"tag of {model!r} (tags: {list_pretrained_tags_by_model(model)})"
-                )
+        tag_cfg = get_pretrained_cfg(model, pretrained) if pretrained else {}
+        is_path = bool(pretrained) and not tag_cfg
+        if is_path and load_weights and local_checkpoint(pretrained, OPEN_CLIP_CHECKPOINT_NAMES, where) is None:
+            raise TowerSpecError(
+                f"{where}: pretrained {pretrained!r} is neither a local checkpoint path nor an open_clip "
+                f"tag of {model!r} (tags: {list_pretrained_tags_by_model(model)})"
+            )
         out["model"] = model
         default_size = vision.get("image_size")
         default_quick_gelu = bool(tag_cfg.get("quick_gelu", config.get("quick_gelu", False)))
@@ -101,7 +105,7 @@ def resolve_clip_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
         for required in ("width", "layers", "patch_size"):
             if required not in arch:
                 raise TowerSpecError(f"{where}: arch needs {required!r} (open_clip vision_cfg field)")
-        if pretrained and local_checkpoint(pretrained, OPEN_CLIP_CHECKPOINT_NAMES, where) is None:
+        if pretrained and load_weights and local_checkpoint(pretrained, OPEN_CLIP_CHECKPOINT_NAMES, where) is None:
             raise TowerSpecError(
                 f"{where}: pretrained {pretrained!r} is not a file or folder here; an 'arch' tower loads "
                 "weights only from a local open_clip checkpoint"
@@ -192,9 +196,10 @@ class CLIPTower(TowerBase):
 
     def __init__(self, spec: Mapping[str, Any], load_weights: bool = True) -> None:
         from open_clip.model import CLIPVisionCfg, _build_vision_tower
+        from open_clip.pretrained import get_pretrained_cfg
         from open_clip.transformer import VisionTransformer
 
-        resolved, vision_cfg, embed_dim = resolve_clip_spec(spec)
+        resolved, vision_cfg, embed_dim = resolve_clip_spec(spec, load_weights)
         super().__init__(resolved["name"], resolved["mean"], resolved["std"])
         where = f"clip tower {resolved['name']!r}"
         # open_clip's own builder for a CLIP image tower (the text tower is never made).
@@ -207,7 +212,9 @@ class CLIPTower(TowerBase):
         visual.attn_pool = None
         visual.attn_pool_contrastive = None
         if load_weights and resolved["pretrained"]:
-            path = local_checkpoint(resolved["pretrained"], OPEN_CLIP_CHECKPOINT_NAMES, where)
+            path = None
+            if resolved.get("model") is None or not get_pretrained_cfg(resolved["model"], resolved["pretrained"]):
+                path = local_checkpoint(resolved["pretrained"], OPEN_CLIP_CHECKPOINT_NAMES, where)
             if path is None:
                 path = _download(resolved, where)
             _load_open_clip_weights(visual, path, where)

@@ -35,8 +35,13 @@ _ARCH_BASE = "vit_small_patch14_dinov2"
 _ARCH_BASE_REGISTERS = "vit_small_patch14_reg4_dinov2"
 
 
-def resolve_dinov2_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """Fill every default into a DINOv2 spec; also the timm name and kwargs that build it."""
+def resolve_dinov2_spec(
+    spec: Mapping[str, Any], load_weights: bool = True
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Fill every default into a DINOv2 spec; also the timm name and kwargs that build it.
+
+    A ``pretrained`` path is only checked when weights are to be loaded.
+    """
     import timm
 
     where = f"dinov2 tower spec {dict(spec)}"
@@ -48,7 +53,11 @@ def resolve_dinov2_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], str, d
         pretrained = str(pretrained)
     if pretrained is not None and not isinstance(pretrained, (bool, str)):
         raise TowerSpecError(f"{where}: pretrained must be True, False/None or a local path, got {pretrained!r}")
-    if isinstance(pretrained, str) and local_checkpoint(pretrained, TIMM_CHECKPOINT_NAMES, where) is None:
+    if (
+        load_weights
+        and isinstance(pretrained, str)
+        and local_checkpoint(pretrained, TIMM_CHECKPOINT_NAMES, where) is None
+    ):
         raise TowerSpecError(
             f"{where}: pretrained {pretrained!r} is not a file or folder here; use True for timm's "
             "hub weights or a local checkpoint path"
@@ -103,7 +112,7 @@ class DINOv2Tower(TowerBase):
         import timm
         from timm.models.vision_transformer import VisionTransformer
 
-        resolved, timm_name, kwargs = resolve_dinov2_spec(spec)
+        resolved, timm_name, kwargs = resolve_dinov2_spec(spec, load_weights)
         super().__init__(resolved["name"], resolved["mean"], resolved["std"])
         where = f"dinov2 tower {resolved['name']!r}"
         pretrained = resolved["pretrained"] if load_weights else None

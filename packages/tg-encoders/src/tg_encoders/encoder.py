@@ -134,9 +134,22 @@ def tiny_encoder_specs(
     ]
 
 
-def real_encoder_specs() -> list[dict[str, Any]]:
-    """CLIP ViT-L/14-336 (OpenAI, penultimate block) + DINOv2-L/14 (LVD-142M, at 336): 24x24 x 2048."""
-    return [tower_spec("clip-vit-l-14-336"), tower_spec("dinov2-vit-l-14-336")]
+def real_encoder_specs(
+    image_size: int = 336,
+    clip_pretrained: str | None = "openai",
+    dinov2_pretrained: bool | str | None = True,
+) -> list[dict[str, Any]]:
+    """CLIP ViT-L/14-336 (OpenAI, penultimate block) + DINOv2-L/14 (LVD-142M): 24x24 x 2048 at 336.
+
+    ``*_pretrained`` take a local checkpoint path instead of the hub weights; another
+    ``image_size`` (a multiple of 14) resamples both towers' position embeddings.
+    """
+    if image_size % 14:
+        raise TowerSpecError(f"image_size {image_size} must be a multiple of the towers' patch size 14")
+    clip, dinov2 = tower_spec("clip-vit-l-14-336"), tower_spec("dinov2-vit-l-14-336")
+    clip.update(image_size=image_size, pretrained=clip_pretrained)
+    dinov2.update(image_size=image_size, pretrained=dinov2_pretrained)
+    return [clip, dinov2]
 
 
 _ENCODERS: dict[str, Callable[[], list[dict[str, Any]]]] = {

@@ -14,10 +14,11 @@ from tg_encoders.errors import ImageInputError, TowerSpecError, WeightsError
 
 
 class TowerBase(nn.Module):
-    """Holds the normalisation as buffers so one [0, 1] tensor can feed towers with different stats.
+    """Normalises inside the tower so one [0, 1] tensor can feed towers with different statistics.
 
-    The buffers are persistent: a model that stores its towers' weights stores them too, and a
-    tower built on the ``meta`` device gets them back from that file.
+    The statistics are constants of the spec, not state: they are not in the state dict, so casting
+    a model to bf16, building it on the ``meta`` device or loading a bf16 checkpoint never rounds
+    or loses them; normalisation always runs in float32.
     """
 
     name: str
@@ -35,8 +36,7 @@ class TowerBase(nn.Module):
         self.std = _three_floats(std, "std")
         if min(self.std) <= 0:
             raise TowerSpecError(f"tower {name!r}: std must be positive, got {self.std}")
-        self.register_buffer("pixel_mean", torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("pixel_std", torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_patches(self) -> int:
@@ -44,6 +44,15 @@ class TowerBase(nn.Module):
 
     def _input_dtype(self) -> torch.dtype:
         raise NotImplementedError
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as float32 ``(1, 3, 1, 1)`` tensors on ``device`` (made once per device)."""
+        if device not in self._stats:
+            self._stats[device] = (
+                torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            )
+        return self._stats[device]
 
     def normalise_input(self, pixels: torch.Tensor) -> torch.Tensor:
         """Check ``(B, 3, S, S)`` pixels in [0, 1] and normalise them in float32 for this tower."""
@@ -57,7 +66,8 @@ class TowerBase(nn.Module):
             raise ImageInputError(
                 f"tower {self.name!r} expects float pixels in [0, 1], got dtype {pixels.dtype}"
             )
-        x = (pixels.float() - self.pixel_mean.float()) / self.pixel_std.float()
+        mean, std = self._stats_on(pixels.device)
+        x = (pixels.float() - mean) / std
         return x.to(self._input_dtype())
 
     def describe(self) -> dict[str, Any]:
