@@ -58,6 +58,16 @@ def test_frozen_towers_get_no_gradient_but_downstream_layers_and_input_do(pixels
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_inference_first_then_gradients_to_the_input(pixels):
+    """Evaluation under inference_mode, then a forward that needs autograd (e.g. saliency)."""
+    encoder = _encoder()
+    with torch.inference_mode():
+        encoder(pixels)
+    x = pixels.clone().requires_grad_(True)
+    encoder(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_frozen_towers_build_no_graph_when_nothing_needs_it(pixels):
     encoder = _encoder()
     assert encoder(pixels).grad_fn is None

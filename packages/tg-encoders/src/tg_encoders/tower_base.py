@@ -48,10 +48,13 @@ class TowerBase(nn.Module):
     def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as float32 ``(1, 3, 1, 1)`` tensors on ``device`` (made once per device)."""
         if device not in self._stats:
-            self._stats[device] = (
-                torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-                torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-            )
+            # Normal tensors even when first asked for under inference_mode: later training
+            # forwards must be able to use them in autograd.
+            with torch.inference_mode(False):
+                self._stats[device] = (
+                    torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                    torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                )
         return self._stats[device]
 
     def normalise_input(self, pixels: torch.Tensor) -> torch.Tensor:
