@@ -97,3 +97,15 @@ def test_rec_needs_image_size_and_a_target() -> None:
         rec_targets([no_size])
     with pytest.raises(EvalError, match="no REC targets"):
         score_rec([], PredictionSet())
+
+
+def test_split_labels_name_their_dataset() -> None:
+    from dataclasses import replace
+
+    from tg_eval.rec import split_label
+
+    s = rec_sample("a", TARGET_PX)
+    assert split_label(s, "shapes-test") == "shapes-test"  # no split: the default
+    assert split_label(replace(s, meta={"split": "testA", "dataset": "refcoco+"})) == "refcoco+_testA"
+    assert split_label(replace(s, source="refcocog", meta={"split": "val"})) == "refcocog_val"
+    assert split_label(replace(s, source="refcoco", meta={"split": "refcoco_testB"})) == "refcoco_testB"

@@ -43,8 +43,21 @@ class RecTarget:
     split: str
 
 
+def split_label(sample: Sample, default: str = "all") -> str:
+    """``meta["split"]``, qualified by its dataset (``meta["dataset"]``, else ``source``) unless it
+    already names it: ``refcoco+`` / ``testA`` -> ``refcoco+_testA``; ``default`` without a split."""
+    split = sample.meta.get("split")
+    if not split:
+        return default
+    split = str(split)
+    dataset = str(sample.meta.get("dataset") or sample.source or "")
+    if dataset and not split.startswith(dataset):
+        return f"{dataset}_{split}"
+    return split
+
+
 def rec_targets(samples: Iterable[Sample], default_split: str = "all") -> list[RecTarget]:
-    """The REC samples' targets: ``objects[0]`` of each ``rec`` sample; split from ``meta["split"]``."""
+    """The REC samples' targets: ``objects[0]`` of each ``rec`` sample, grouped by ``split_label``."""
     out = []
     for s in samples:
         if s.task != Task.REC:
@@ -57,7 +70,7 @@ def rec_targets(samples: Iterable[Sample], default_split: str = "all") -> list[R
                 "so the ground truth must carry the image size"
             )
         w, h = s.size
-        out.append(RecTarget(s.id, s.objects[0].box, w, h, str(s.meta.get("split") or default_split)))
+        out.append(RecTarget(s.id, s.objects[0].box, w, h, split_label(s, default_split)))
     return out
 
 
