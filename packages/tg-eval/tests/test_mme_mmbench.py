@@ -144,3 +144,23 @@ def test_mmbench_without_passes_reports_single_pass_only() -> None:
     result = score_mmbench(questions, mmbench_predictions([{"question_id": 0, "text": "A"}, {"question_id": 1, "text": "A"}], "p"))
     assert result.rows["overall"] == {"single_acc": 50.0, "n": 2}
     assert any("CircularEval" in n for n in result.notes)
+
+
+def test_mme_from_parquet_leaves_the_images_on_disk(tmp_path: Path) -> None:
+    import polars as pl
+
+    path = tmp_path / "mme.parquet"
+    pl.DataFrame({
+        "question_id": ["OCR/1.jpg", "OCR/1.jpg"],
+        "question": ["Is the word 'cat'? Please answer yes or no.", "Is the word 'dog'? Please answer yes or no."],
+        "answer": ["Yes", "No"],
+        "category": ["OCR", "OCR"],
+        "image": [{"bytes": b"\x89PNG" * 1000, "path": None}] * 2,
+    }).write_parquet(path)
+    questions = read_mme(path)
+    assert [(q.image, q.answer) for q in questions] == [("OCR/1.jpg", "yes"), ("OCR/1.jpg", "no")]
+    from tg_eval.mme import COLUMNS
+    from tg_eval.records import read_records
+
+    rows = read_records(path, "MME", columns=COLUMNS)
+    assert set(rows[0]) == {"question_id", "question", "answer", "category"}  # no image bytes read

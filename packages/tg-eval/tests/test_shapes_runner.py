@@ -83,3 +83,14 @@ def test_shapes_pope_end_to_end_with_a_predictor(shapes_dir: Path, tmp_path: Pat
         assert {k: result.rows[cat][k] for k in ("tp", "fn", "tn", "fp")} == {"tp": tp, "fn": fn, "tn": tn, "fp": fp}
         assert result.rows[cat]["acc"] == round(100 * (tp + tn) / len(in_cat), 2)
     assert result.counts["unknown_answers"] == 0 and result.counts["labels_not_asked"] == 0
+
+
+def test_shapes_grounded_descriptions_become_judge_references(shapes_dir: Path) -> None:
+    from tg_eval.describe import describe_items_from_samples
+    from tg_eval.shapes import shapes_samples
+
+    samples = shapes_samples(shapes_dir, task="grounded_desc")
+    items = describe_items_from_samples(samples)
+    assert [i.id for i in items] == [s.id for s in samples]
+    # The reference is the sample's own answer: the scene with every object's coordinates.
+    assert all(i.context == s.turns[1].text and "[" in i.context for i, s in zip(items, samples, strict=True))

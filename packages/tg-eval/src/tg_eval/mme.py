@@ -26,6 +26,8 @@ PERCEPTION: tuple[str, ...] = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
 )  # fmt: skip
 COGNITION: tuple[str, ...] = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+#: Columns read from Parquet: the HF release's ``image`` column holds the pictures and stays on disk.
+COLUMNS: tuple[str, ...] = ("id", "question_id", "image_path", "category", "question", "answer")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def read_mme(path: str | Path) -> list[MmeQuestion]:
     """Records ``{category, question, answer}`` with the image in ``image`` or ``question_id`` (as in
     the HF ``MME`` parquet, whose question_id is ``<sub-task>/<image>``), plus an optional unique ``id``."""
     out = []
-    recs = read_records(path, "MME ground truth", columns=None)
+    recs = read_records(path, "MME ground truth", columns=COLUMNS)
     for n, rec in enumerate(recs, 1):
         where = f"{path}: record {n}"
         answer = str(require(rec, "answer", where)).strip().lower()

@@ -72,7 +72,12 @@ def _read_parquet(path: str | Path, columns: Sequence[str] | None) -> list[dict[
 
     try:
         with fsspec.open(str(path), "rb") as f:
-            frame = pl.read_parquet(f, columns=list(columns) if columns is not None else None)
+            keep = None
+            if columns is not None:  # only the columns that exist: optional ones may be absent
+                names = pl.read_parquet_schema(f).keys()
+                keep = [c for c in columns if c in names]
+                f.seek(0)
+            frame = pl.read_parquet(f, columns=keep)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except Exception as e:  # polars raises several kinds for broken files and missing columns
@@ -84,7 +89,7 @@ def read_records(path: str | Path, what: str, columns: Sequence[str] | None = No
     """The records of a file as dicts; ``what`` names the file's role in error messages.
 
     Accepts a JSON array of objects, JSON Lines (any name), Parquet and TSV. ``columns`` limits
-    what is kept from Parquet and TSV files (skipping image payloads).
+    what is read from Parquet and TSV files (those present), so image payloads stay on disk.
     """
     p = str(path)
     if p.endswith(".parquet"):
