@@ -16,6 +16,7 @@ from typing import Any
 
 import fsspec
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from tg_data.schema import Sample, SampleError
 
@@ -114,7 +115,7 @@ def _parquet_files(path: str) -> list[str]:
 def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
     """``(line_number, parsed_json)`` for each non-empty line; malformed JSON raises ``DataError``."""
     try:
-        f = fsspec.open(path, "rt", encoding="utf-8").open()
+        f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     with f:
@@ -130,7 +131,7 @@ def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
 def read_jsonl(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
     """Samples from a JSON Lines file, one per line."""
     try:
-        f = fsspec.open(path, "rt", encoding="utf-8").open()
+        f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     with f:
@@ -157,40 +158,86 @@ def write_jsonl(samples: Iterable[Sample], path: str) -> int:
 
 
 # Parquet ------------------------------------------------------------------------------------------
+WRITE_BATCH_ROWS = 4096
+
+
+def _parquet_batches(file: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of at most ``batch_rows`` rows; local files are scanned in place, never loaded whole."""
+    local = local_path(file)
+    try:
+        if local is not None:
+            yield from pl.scan_parquet(local).collect_batches(chunk_size=batch_rows)
+            return
+        fs, p = fsspec.core.url_to_fs(file)
+        with fs.open(p, "rb") as f:
+            yield from pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(f"{file}: not a readable Parquet file ({e})") from None
+
+
 def read_parquet(path: str, skip: SkipReport | None = None, batch_rows: int = 1024) -> Iterator[Sample]:
     """Samples from a Parquet file or a directory of shards, ``batch_rows`` rows in memory at a time."""
     for file in _parquet_files(path):
-        fs, p = fsspec.core.url_to_fs(file)
-        with fs.open(p, "rb") as f:
-            try:
-                batches = pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
-            except Exception as e:  # polars raises several kinds for a broken file
-                raise DataError(f"{file}: not a readable Parquet file ({e})") from None
-            row = 0
-            for batch in batches:
-                for rec in batch.iter_rows(named=True):
-                    where = f"{file}: row {row}"
-                    row += 1
-                    try:
-                        yield Sample.from_dict(rec)
-                    except SampleError as e:
-                        handle_bad_record(e, where, skip)
+        row = 0
+        for batch in _parquet_batches(file, batch_rows):
+            for rec in batch.iter_rows(named=True):
+                where = f"{file}: row {row}"
+                row += 1
+                try:
+                    yield Sample.from_dict(rec)
+                except SampleError as e:
+                    handle_bad_record(e, where, skip)
 
 
 def samples_to_frame(samples: Iterable[Sample]) -> pl.DataFrame:
     return pl.DataFrame([s.to_dict() for s in samples], schema=PARQUET_SCHEMA)
 
 
+def _frames(samples: Iterable[Sample], rows: int) -> Iterator[pl.DataFrame]:
+    buf: list[dict[str, Any]] = []
+    for s in samples:
+        buf.append(s.to_dict())
+        if len(buf) >= rows:
+            yield pl.DataFrame(buf, schema=PARQUET_SCHEMA)
+            buf = []
+    if buf:
+        yield pl.DataFrame(buf, schema=PARQUET_SCHEMA)
+
+
+def _stream_parquet(samples: Iterable[Sample], path: str) -> int:
+    """One Parquet file written batch by batch through polars' streaming sink."""
+    written = 0
+    failure: list[BaseException] = []
+    started = False
+
+    def source(with_columns: Any, predicate: Any, n_rows: Any, batch_size: Any) -> Iterator[pl.DataFrame]:
+        nonlocal written, started
+        if started:  # the samples are an iterator: they can be consumed once only
+            raise RuntimeError("the Parquet sink asked for the samples twice")
+        started = True
+        try:
+            for frame in _frames(samples, WRITE_BATCH_ROWS):
+                written += frame.height
+                yield frame
+        except BaseException as e:  # re-raised below with its own type and message
+            failure.append(e)
+
+    with _atomic_open(path, "wb") as f:
+        register_io_source(source, schema=PARQUET_SCHEMA).sink_parquet(f)
+        if failure:
+            raise failure[0]
+    return written
+
+
 def write_parquet(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
     """Write samples to one Parquet file, or with ``shard_rows`` to a directory of numbered shards.
 
-    Only one shard's rows are held in memory at a time.
+    Streams: a few thousand rows (or one shard) are held in memory at a time, whatever the total.
     """
     if shard_rows is None:
-        frame = samples_to_frame(samples)
-        with _atomic_open(path, "wb") as f:
-            frame.write_parquet(f)
-        return frame.height
+        return _stream_parquet(samples, path)
+    if shard_rows <= 0:
+        raise ValueError(f"shard_rows must be positive, got {shard_rows}")
     fs, root = fsspec.core.url_to_fs(path)
     fs.makedirs(root, exist_ok=True)
     n, shard, buf = 0, 0, []
