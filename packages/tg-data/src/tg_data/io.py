@@ -8,6 +8,7 @@ and skipped instead, never dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,12 +75,16 @@ class SkipReport:
         return "\n".join(lines)
 
 
+_VALUES = re.compile(r"\[[^\[\]]*\]")
+
+
 def _reason_of(err: Exception) -> str:
-    """A short reason key for counting: the message without the record's id."""
+    """A short reason key for counting: the message without the record's id or its values, so
+    that every inverted box (say) counts under one reason."""
     msg = str(err)
     if msg.startswith("sample ") and ": " in msg:
         msg = msg.split(": ", 1)[1]
-    return msg.split(";")[0][:120]
+    return _VALUES.sub("[...]", msg.split(";")[0])[:120]
 
 
 def handle_bad_record(err: Exception, where: str, skip: SkipReport | None) -> None:
@@ -312,6 +317,9 @@ class _atomic_open:
         if self.fs.exists(self.target):
             self.fs.rm(self.target)
         self.fs.mv(self.tmp, self.target)
+
+
+atomic_open = _atomic_open
 
 
 def local_path(uri: str) -> Path | None:
