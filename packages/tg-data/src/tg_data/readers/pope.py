@@ -31,14 +31,14 @@ from tg_data.schema import IMAGE_TOKEN, Sample, Task, Turn
 POPE_CATEGORIES = ("random", "popular", "adversarial")
 LLAVA_POPE_SUFFIX = "\nAnswer the question using a single word or phrase."
 # "Is there a/an <object> in the image?" -- older releases spell it "imange".
-_OBJECT = re.compile(r"^\s*is there (?:an? )?(.+?) in the ima\w*\s*\?", re.IGNORECASE)
+_OBJECT = re.compile(r"\bis there (?:an? )?(.+?) in the ima\w*\s*\?", re.IGNORECASE)
 _CATEGORY_IN_NAME = re.compile(r"(?:^|[_\-/])(random|popular|adversarial)(?:[_\-.]|$)")
 
 
 def pope_object(text: str) -> str | None:
     """The object a POPE question asks about (``"Is there a dining table in the image?"`` ->
     ``"dining table"``), or ``None`` when the text is not a POPE question."""
-    m = _OBJECT.match(text)
+    m = _OBJECT.search(text)
     return m.group(1).strip().lower() if m else None
 
 
