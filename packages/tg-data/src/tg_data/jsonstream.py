@@ -24,12 +24,14 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _TRUNCATION_MARGIN = 16
 
 
-def iter_json_array(path: str, chunk_chars: int = CHUNK_CHARS) -> Iterator[tuple[int, int, Any]]:
+def iter_json_array(path: str, chunk_chars: int | None = None) -> Iterator[tuple[int, int, Any]]:
     """``(index, line, element)`` for each element of the JSON array in ``path``.
 
-    ``line`` is the 1-based line where the element starts. A file that is not an array, or an element
+    ``line`` is the 1-based line where the element starts; memory holds about three chunks of
+    ``chunk_chars`` (default ``CHUNK_CHARS``) plus the element being decoded. A file that is not an array, or an element
     that is not valid JSON, raises ``DataError`` naming the file, the element index and the line.
     """
+    chunk_chars = chunk_chars or CHUNK_CHARS
     decoder = json.JSONDecoder()
     try:
         f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()

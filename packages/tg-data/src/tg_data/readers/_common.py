@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import fsspec
@@ -99,7 +98,6 @@ def load_image_sizes(path: str) -> dict[str, tuple[int, int]]:
     )
 
 
-@lru_cache(maxsize=65536)
 def image_size_from_file(path: str) -> tuple[int, int]:
     """``(width, height)`` from the image's header (the pixels are not decoded)."""
     try:
@@ -118,13 +116,16 @@ class SizeLookup:
         self.sizes = load_image_sizes(sizes) if isinstance(sizes, str) else dict(sizes or {})
         self.image_root = image_root
         self.what = what
+        self.from_files: dict[str, tuple[int, int]] = {}
 
     def __call__(self, image: str) -> tuple[int, int]:
         size = self.sizes.get(image) or self.sizes.get(image.rsplit("/", 1)[-1])
         if size is not None:
             return size
         if self.image_root is not None:
-            return image_size_from_file(image_path(self.image_root, image))
+            if image not in self.from_files:
+                self.from_files[image] = image_size_from_file(image_path(self.image_root, image))
+            return self.from_files[image]
         raise ValueError(
             f"no size known for image {image!r}: {self.what} need the image sizes to place boxes in the "
             "padded square; pass sizes (a COCO annotation file or a {name: [w, h]} mapping) or image_root"

@@ -164,17 +164,15 @@ def read_flickr30k_entities(
         sent = parse_sentence(line)
         ann = annotation(image_id)
         grounded: list[tuple[Phrase, list[Box]]] = []
+        phrase_meta: list[dict[str, Any]] = []  # "boxes": how many the annotation has, merged or not
         for ph in sent.phrases:
             pix = ann.boxes.get(ph.phrase_id) if ph.phrase_id != "0" else None
             if pix:
                 found = [pixel_box(*b, ann.width, ann.height) for b in pix]
                 grounded.append((ph, [_merge(found)] if boxes == "merge" else found))
+                phrase_meta.append({"phrase": ph.text, "phrase_id": ph.phrase_id, "types": list(ph.types), "boxes": len(found)})
         image = image_path(image_root, f"{image_id}.jpg")
         common: dict[str, Any] = {"image": image, "width": ann.width, "height": ann.height, "source": "flickr30k"}
-        phrase_meta = [
-            {"phrase": ph.text, "phrase_id": ph.phrase_id, "types": list(ph.types), "boxes": len(bs)}
-            for ph, bs in grounded
-        ]
         if task == Task.REC.value:
             return [
                 Sample(

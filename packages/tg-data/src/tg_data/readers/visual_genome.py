@@ -22,9 +22,9 @@ from tg_data.io import DataError, SkipReport
 from tg_data.jsonstream import iter_json_array
 from tg_data.prompts import REC_PROMPT, REG_PROMPT
 from tg_data.readers._common import (
+    SizeLookup,
     convert_records,
     image_path,
-    image_size_from_file,
     load_json,
     pixel_box,
 )
@@ -64,6 +64,7 @@ def read_visual_genome(
             "(the images) so their sizes are known"
         )
     table = _image_table(image_data) if image_data is not None else None
+    size_of = SizeLookup(None, image_root, "Visual Genome regions")
 
     def locate(iid: int) -> tuple[str, int, int]:
         if table is not None:
@@ -71,9 +72,8 @@ def read_visual_genome(
                 raise ValueError(f"image {iid} is not in {image_data}")
             rel, w, h = table[iid]
             return image_path(image_root, rel), w, h
-        img = image_path(image_root, f"{iid}.jpg")
-        w, h = image_size_from_file(img)
-        return img, w, h
+        w, h = size_of(f"{iid}.jpg")
+        return image_path(image_root, f"{iid}.jpg"), w, h
 
     def convert(item: tuple[int, Any] | str) -> list[Sample]:
         if isinstance(item, str):  # the entry itself was malformed
