@@ -45,7 +45,7 @@ def shapes_copy(shapes_dir: Path, tmp_path: Path) -> Path:
 def make_sample(sid: str = "s1", **kw: Any) -> Sample:
     """A small valid sample with an image, one coordinate object and one object image."""
     box = Box(0.1, 0.2, 0.5, 0.6)
-    other = Box(0.55, 0.1, 0.9, 0.45)
+    other = Box(0.55, 0.15, 0.9, 0.45)  # inside the 64x48 image (y from 0.125 to 0.875)
     defaults: dict[str, Any] = {
         "id": sid,
         "image": "img.png",

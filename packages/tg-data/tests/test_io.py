@@ -198,8 +198,8 @@ def _drain(it: Iterator[Sample]) -> None:
 
 def test_jsonl_reading_memory_does_not_grow_with_the_file(tmp_path: Path, sample_factory: Callable[..., Sample]) -> None:
     small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
-    write_jsonl(_samples(sample_factory, 500), str(small))
-    write_jsonl(_samples(sample_factory, 4000), str(large))
+    write_jsonl(_samples(sample_factory, 300), str(small))
+    write_jsonl(_samples(sample_factory, 2400), str(large))
     assert large.stat().st_size > 7 * small.stat().st_size
     peak_small = _peak_python_bytes(lambda: _drain(read_jsonl(str(small))))
     peak_large = _peak_python_bytes(lambda: _drain(read_jsonl(str(large))))
@@ -230,8 +230,8 @@ def test_parquet_reading_holds_one_bounded_batch(
 
 def test_parquet_reading_python_memory_is_flat(tmp_path: Path, sample_factory: Callable[..., Sample]) -> None:
     small, large = str(tmp_path / "small.parquet"), str(tmp_path / "large.parquet")
-    write_parquet(_samples(sample_factory, 500), small)
-    write_parquet(_samples(sample_factory, 4000), large)
+    write_parquet(_samples(sample_factory, 300), small)
+    write_parquet(_samples(sample_factory, 2400), large)
     peak_small = _peak_python_bytes(lambda: _drain(read_parquet(small, batch_rows=100)))
     peak_large = _peak_python_bytes(lambda: _drain(read_parquet(large, batch_rows=100)))
     assert peak_large < 1.5 * peak_small + 64_000
@@ -248,7 +248,7 @@ def test_parquet_writing_memory_does_not_grow_with_the_data(
             yield Sample(id=f"s{k}", turns=template.turns, image=template.image, objects=template.objects,
                          width=64, height=48, meta={"k": k})
 
-    peak_small = _peak_python_bytes(lambda: write_parquet(generate(600), str(tmp_path / "a.parquet")))
-    peak_large = _peak_python_bytes(lambda: write_parquet(generate(4800), str(tmp_path / "b.parquet")))
+    peak_small = _peak_python_bytes(lambda: write_parquet(generate(400), str(tmp_path / "a.parquet")))
+    peak_large = _peak_python_bytes(lambda: write_parquet(generate(3200), str(tmp_path / "b.parquet")))
     assert peak_large < 1.5 * peak_small + 64_000
-    assert sum(1 for _ in read_parquet(str(tmp_path / "b.parquet"))) == 4800
+    assert sum(1 for _ in read_parquet(str(tmp_path / "b.parquet"))) == 3200

@@ -97,13 +97,15 @@ def _resolve(root: str, path: str) -> str:
     return f"{root.rstrip('/')}/{path}"
 
 
-def sample_problems(sample: Sample, image_root: str, images: _ImageChecker | None = None) -> list[str]:
-    """What is wrong with a sample that parsed: images, sizes, boxes against the image, coordinates
-    that the text should show."""
+def sample_problems(
+    sample: Sample, image_root: str, images: _ImageChecker | None = None, check_images: bool = True
+) -> list[str]:
+    """What is wrong with a sample that parsed: images and their sizes (when ``check_images``),
+    boxes against the image, coordinates that the text should show."""
     images = images or _ImageChecker()
     out: list[str] = []
     size = sample.size
-    if sample.image:
+    if sample.image and check_images:
         found = images(_resolve(image_root, sample.image))
         if isinstance(found, str):
             out.append(f"{found} ({sample.image})")
@@ -112,7 +114,7 @@ def sample_problems(sample: Sample, image_root: str, images: _ImageChecker | Non
         elif size is None:
             size = found
     for k, obj in enumerate(sample.objects):
-        if obj.image:
+        if obj.image and check_images:
             found = images(_resolve(image_root, obj.image))
             if isinstance(found, str):
                 out.append(f"object {k}: object image {found}")
@@ -139,8 +141,7 @@ def validate_dataset(path: str, image_root: str | None = None, check_images: boo
             report.tasks[sample.task] += 1
             report.sources[sample.source] += 1
             counts[sample.task] += 1
-            problems = sample_problems(sample, sf.image_root, images) if check_images else []
-            for problem in problems:
+            for problem in sample_problems(sample, sf.image_root, images, check_images):
                 report.problems.add(_short(problem), f"{sf.path}: sample {sample.id!r}")
     report.images = len(images.known)
     if is_shapes_dataset(path):
