@@ -251,3 +251,19 @@ def test_inspect_draws_beside_a_sample_file(tmp_path: Path, sample_factory: Call
     result = run("inspect", tmp_path / "d.jsonl", "--draw", 5)
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "d-inspect").glob("*.png"))) == 1  # one sample per image
+
+
+def test_shapes_split_to_llava_with_a_relative_image_root(
+    shapes_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(shapes_dir, tmp_path / "data" / "shapes")
+    monkeypatch.chdir(tmp_path)
+    result = run("convert", "data/shapes/val.parquet", "out/val_llava.json", "--image-root", "data/shapes")
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "out" / "val_llava.json").read_text())
+    assert all(r["image"].startswith("data/shapes/images/val/") for r in records)
+    assert all((tmp_path / r["image"]).is_file() for r in records)
+    result = run("convert", "data/shapes/val.parquet", "out/x.json", "--image-root", "elsewhere")
+    assert result.exit_code == 1 and "elsewhere/images/val/" in _flat(result.output)

@@ -148,20 +148,24 @@ def _flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
-def _checked_images(samples: Iterable[Sample], base: str, where: str, skip: SkipReport | None) -> Iterator[Sample]:
-    """Samples whose image exists; a missing one is an error naming the sample, or a counted skip."""
+def _checked_images(
+    samples: Iterable[Sample], base: str | None, where: str, skip: SkipReport | None
+) -> Iterator[Sample]:
+    """Samples whose image exists (relative paths start from ``base``, else the working folder); a
+    missing one is an error naming the sample, or a counted skip."""
     seen: dict[str, bool] = {}
     for s in samples:
         if s.image:
-            uri = s.image if ("://" in s.image or s.image.startswith("/")) else f"{base.rstrip('/')}/{s.image}"
+            relative = not ("://" in s.image or s.image.startswith("/"))
+            uri = f"{base.rstrip('/')}/{s.image}" if relative and base else s.image
             if uri not in seen:
                 fs, p = fsspec.core.url_to_fs(uri)
                 seen[uri] = fs.exists(p)
             if not seen[uri]:
                 handle_bad_record(
                     ValueError(
-                        f"image {s.image} not found (looked in {base}; pass --image-root where the images are, "
-                        "or --no-check-images)"
+                        f"image {s.image} not found (looked for {uri}; pass --image-root where the images "
+                        "are, or --no-check-images)"
                     ),
                     f"{where}: sample {s.id!r}",
                     skip,
@@ -203,8 +207,8 @@ def convert(
         except OptionError as e:
             raise OptionError(e.fmt, e.unknown, e.takes, flag=_flag) from None
         if check_images:
-            fs, p = fsspec.core.url_to_fs(source)
-            base = image_root or (source.rstrip("/") if fs.isdir(p) else source.rsplit("/", 1)[0] if "/" in source else ".")
+            # the readers join --image-root to the paths already; without it, paths start at the input
+            base = None if image_root else _input_folder(source)
             samples = _checked_images(samples, base, source, skip)
         kind = _output_format(out, to)
         if kind == "llava":
@@ -215,6 +219,13 @@ def convert(
             n = write_samples(samples, out, shard_rows=shard_rows)
     out_console.print(f"wrote {n} samples ({fmt} -> {kind}) to {out}")
     _report_skips(skip)
+
+
+def _input_folder(source: str) -> str:
+    fs, p = fsspec.core.url_to_fs(source)
+    if fs.isdir(p):
+        return source.rstrip("/")
+    return source.rsplit("/", 1)[0] if "/" in source else "."
 
 
 # inspect ------------------------------------------------------------------------------------------

@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fsspec
 
 from tg_data.io import DataError, SkipReport, iter_jsonl_records, read_samples
 from tg_data.jsonstream import iter_json_array, json_top_level_kind
+from tg_data.readers._common import image_path
 from tg_data.readers.caps_boxes import CapsBoxesRecord, read_caps_boxes, read_caps_boxes_records
 from tg_data.readers.flickr30k import read_flickr30k_entities
 from tg_data.readers.llava import read_llava_json, sample_to_llava_record, write_llava_json
@@ -25,9 +26,18 @@ from tg_data.readers.visual_genome import read_visual_genome
 from tg_data.schema import Sample
 
 
-def read_tg(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
-    """tg-data's own samples: ``.jsonl``, ``.parquet`` or a directory of Parquet shards."""
-    return read_samples(path, skip)
+def read_tg(path: str, image_root: str | None = None, skip: SkipReport | None = None) -> Iterator[Sample]:
+    """tg-data's own samples: ``.jsonl``, ``.parquet`` or a directory of Parquet shards; with
+    ``image_root``, relative image paths (the sample's and its objects') are joined to it."""
+    samples = read_samples(path, skip)
+    if image_root is None:
+        return samples
+    return (_rooted(s, image_root) for s in samples)
+
+
+def _rooted(sample: Sample, root: str) -> Sample:
+    objects = [replace(o, image=image_path(root, o.image)) if o.image else o for o in sample.objects]
+    return replace(sample, image=image_path(root, sample.image) if sample.image else None, objects=objects)
 
 
 @dataclass(frozen=True)
