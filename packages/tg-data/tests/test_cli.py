@@ -267,3 +267,13 @@ def test_shapes_split_to_llava_with_a_relative_image_root(
     assert all((tmp_path / r["image"]).is_file() for r in records)
     result = run("convert", "data/shapes/val.parquet", "out/x.json", "--image-root", "elsewhere")
     assert result.exit_code == 1 and "elsewhere/images/val/" in _flat(result.output)
+
+
+def test_messages_with_markup_like_text_print_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([{"id": "[bold]x", "conversations": [{"from": "[/bold]", "value": "hi"}]}]))
+    result = run("convert", path, tmp_path / "o.parquet")
+    assert result.exit_code == 1 and "unknown role '[/bold]'" in result.output
+    result = run("convert", path, tmp_path / "o.parquet", "--skip-invalid")
+    assert result.exit_code == 0 and "1 record(s) skipped" in _flat(result.output)
+    assert "unknown role '[...]' in conversation turn 0" in _flat(result.output)  # values grouped away

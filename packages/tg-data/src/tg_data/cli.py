@@ -12,6 +12,7 @@ import fsspec
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tg_data.box import BoxError
 from tg_data.draw import draw_sample
@@ -27,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 out_console = Console()
 err_console = Console(stderr=True)
@@ -40,13 +42,13 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except (DataError, SampleError, BoxError, FileNotFoundError) as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 def _report_skips(skip: SkipReport | None) -> None:
     if skip is not None and skip.total:
-        err_console.print(skip.summary(), highlight=False, soft_wrap=True)
+        err_console.print(skip.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 # shapes -------------------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def _prepare_out(out: str) -> None:
     for name in ("images", "scenes", "manifest.json", *(f"{s}.parquet" for s in SPLITS)):
         if fs.exists(f"{root}/{name}"):
             fs.rm(f"{root}/{name}", recursive=True)
-    err_console.print(f"replacing the shapes dataset in {out}")
+    err_console.print(f"replacing the shapes dataset in {out}", markup=False)
 
 
 @app.command()
@@ -91,8 +93,11 @@ def shapes(
     pope: Annotated[bool, typer.Option(help="Add POPE questions to val and test.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Write a shapes-world dataset: PNG images, samples of every task per split (Parquet), scene
-    truth, and manifest.json with counts per split and task."""
+    """Write a shapes-world dataset: images, samples of every task per split, scene truth, manifest.
+
+    The dataset is PNG images, one Parquet file of samples per split, each scene's truth as JSON Lines,
+    and manifest.json with counts per split and task. The same seed writes the same dataset.
+    """
     with _user_errors():
         sizes = _split_sizes(scenes, val_frac, test_frac)
         try:
@@ -185,7 +190,7 @@ def convert(
     split_by: Annotated[str | None, typer.Option(help="refcoco: unc, umd or google.")] = None,
     split: Annotated[list[str] | None, typer.Option(help="refcoco: splits to keep (repeat); flickr30k: the split file.")] = None,
     image_data: Annotated[str | None, typer.Option(help="vg: image_data.json with image sizes and paths.")] = None,
-    sizes: Annotated[str | None, typer.Option(help="caps-boxes: image sizes (COCO annotations or {name: [w, h]}).")] = None,
+    sizes: Annotated[str | None, typer.Option(help="caps-boxes: image sizes (COCO annotations, or JSON mapping each image to width and height).")] = None,
     task: Annotated[str | None, typer.Option(help="refcoco/vg: rec or reg; flickr30k: grounded_desc or rec.")] = None,
     boxes: Annotated[str | None, typer.Option(help="flickr30k: merge a phrase's boxes or keep them all.")] = None,
     category: Annotated[str | None, typer.Option(help="pope: random, popular or adversarial (default: from the file name).")] = None,
@@ -217,7 +222,7 @@ def convert(
             n = write_samples(samples, out)
         else:
             n = write_samples(samples, out, shard_rows=shard_rows)
-    out_console.print(f"wrote {n} samples ({fmt} -> {kind}) to {out}")
+    out_console.print(f"wrote {n} samples ({fmt} -> {kind}) to {out}", markup=False, highlight=False)
     _report_skips(skip)
 
 
@@ -234,7 +239,7 @@ def _counts_table(title: str, per_file: dict[str, Counter[str]]) -> Table:
     table.add_column(title.split()[0])
     labels = list(per_file)
     for label in labels:
-        table.add_column(label, justify="right")
+        table.add_column(Text(label), justify="right")
     if len(labels) > 1:
         table.add_column("total", justify="right")
     keys = sorted({k for c in per_file.values() for k in c})
@@ -242,7 +247,7 @@ def _counts_table(title: str, per_file: dict[str, Counter[str]]) -> Table:
         row = [str(per_file[lb].get(key, 0)) for lb in labels]
         if len(labels) > 1:
             row.append(str(sum(per_file[lb].get(key, 0) for lb in labels)))
-        table.add_row(key or "(none)", *row)
+        table.add_row(Text(key or "(none)"), *row)
     totals = [str(sum(per_file[lb].values())) for lb in labels]
     if len(labels) > 1:
         totals.append(str(sum(sum(c.values()) for c in per_file.values())))
@@ -262,7 +267,7 @@ def inspect(
     image_root: Annotated[str | None, typer.Option(help="Folder the image paths are relative to.")] = None,
     skip_invalid: Annotated[bool, typer.Option(help="Count and skip bad records instead of stopping at the first.")] = False,
 ) -> None:
-    """Counts per task and source; with --draw N, pictures of N samples (several tasks) with their boxes."""
+    """Counts per task and source; --draw N writes N pictures with boxes and labels drawn."""
     with _user_errors():
         files = sample_files(path, image_root)
         skip = SkipReport() if skip_invalid else None
@@ -290,7 +295,7 @@ def inspect(
                 name = f"{root.rstrip('/')}/{i:03d}-{_safe_name(s.id)}.png"
                 with fs.open(name, "wb") as f:
                     draw_sample(s, base).save(f, format="PNG")
-            out_console.print(f"drew {len(chosen)} samples in {target}")
+            out_console.print(f"drew {len(chosen)} samples in {target}", markup=False)
     _report_skips(skip)
 
 
@@ -320,8 +325,12 @@ def validate(
     image_root: Annotated[str | None, typer.Option(help="Folder the image paths are relative to.")] = None,
     check_images: Annotated[bool, typer.Option(help="Check that images exist and have the stated sizes.")] = True,
 ) -> None:
-    """Check every record: parses, images exist with the stated size, boxes lie on the image, the
-    <image>/<object> placeholders match, coordinates appear in the text. Exit 1 when anything is wrong."""
+    """Check every record and report every problem; exit 1 when anything is wrong.
+
+    Checks: the record parses; its image exists with the stated size; boxes lie on the image, not in
+    the padding; the `<image>`/`<object>` placeholders match the objects; coordinate-shown objects appear
+    as coordinate text; a shapes dataset's manifest counts match its samples.
+    """
     with _user_errors():
         report = validate_dataset(path, image_root=image_root, check_images=check_images)
     out_console.print(_counts_table("task counts", report.per_file))
@@ -329,12 +338,12 @@ def validate(
     sources_table.add_column("source")
     sources_table.add_column("samples", justify="right")
     for src, n in sorted(report.sources.items()):
-        sources_table.add_row(src or "(none)", str(n))
+        sources_table.add_row(Text(src or "(none)"), str(n))
     out_console.print(sources_table)
     out_console.print(f"{report.samples} valid samples, {report.images} images checked")
     if not report.ok:
-        err_console.print(f"[bold red]{report.problems.total} problem(s)[/] in {path}:", highlight=False)
-        err_console.print(report.problems.summary().split("\n", 1)[1], highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble((f"{report.problems.total} problem(s)", "bold red"), f" in {path}:"))
+        err_console.print(report.problems.summary().split("\n", 1)[1], markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     out_console.print("[bold green]no problems found[/]")
 
