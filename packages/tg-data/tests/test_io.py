@@ -68,6 +68,11 @@ def test_gzipped_jsonl_is_read(tmp_path: Path, sample_factory: Callable[..., Sam
         for s in samples:
             f.write(json.dumps(s.to_dict()) + "\n")
     assert list(read_samples(str(path))) == samples
+    written = f"memory://tgdata-{uuid.uuid4().hex}/out.jsonl.gz"
+    assert write_samples(samples, written) == 3
+    with fsspec.open(written, "rb") as f:
+        assert f.read(2) == b"\x1f\x8b"  # really gzip
+    assert list(read_samples(written)) == samples
 
 
 def test_writes_are_atomic(tmp_path: Path, sample_factory: Callable[..., Sample]) -> None:

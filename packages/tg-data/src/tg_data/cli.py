@@ -127,7 +127,7 @@ def _output_format(out: str, to: str | None) -> str:
         if to not in OUTPUT_FORMATS:
             raise DataError(f"--to must be one of {', '.join(OUTPUT_FORMATS)}, got {to!r}")
         return to
-    if out.endswith(".jsonl"):
+    if out.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return "jsonl"
     if out.endswith(".json"):
         return "llava"

@@ -7,6 +7,8 @@ and skipped instead, never dropped silently.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
 from collections import Counter
@@ -280,7 +282,7 @@ def read_samples(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
 
 def write_samples(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
     p = str(path)
-    if p.endswith(".jsonl"):
+    if p.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return write_jsonl(samples, p)
     if p.endswith(".parquet") and shard_rows is None:
         return write_parquet(samples, p)
@@ -305,12 +307,20 @@ class _atomic_open:
             self.fs.makedirs(parent, exist_ok=True)
 
     def __enter__(self):
-        kwargs = {"encoding": "utf-8"} if "t" in self.mode else {}
-        self.f = self.fs.open(self.tmp, self.mode, **kwargs)
+        if self.target.endswith(".gz"):  # compressed on the way out, as readers decompress on the way in
+            raw = self.fs.open(self.tmp, "wb")
+            gz = gzip.GzipFile(fileobj=raw, mode="wb")
+            self.f = io.TextIOWrapper(gz, encoding="utf-8") if "t" in self.mode else gz
+            self.handles = [self.f, raw]
+        else:
+            kwargs = {"encoding": "utf-8"} if "t" in self.mode else {}
+            self.f = self.fs.open(self.tmp, self.mode, **kwargs)
+            self.handles = [self.f]
         return self.f
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.f.close()
+        for h in self.handles:
+            h.close()
         if exc_type is not None:
             self.fs.rm(self.tmp)
             return
