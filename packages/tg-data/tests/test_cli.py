@@ -239,7 +239,7 @@ def test_convert_input_errors(tmp_path: Path) -> None:
     (tmp_path / "notes.jsonl").write_text('{"hello": 1}\n')
     result = run("convert", tmp_path / "notes.jsonl", tmp_path / "o.parquet")
     assert result.exit_code == 1 and "--from" not in result.output and "pass the format" in _flat(result.output)
-    result = run("convert", tmp_path / "notes.jsonl", tmp_path / "o.parquet", "--from", "coco")
+    result = run("convert", tmp_path / "notes.jsonl", tmp_path / "o.parquet", "--from", "coco", "--split", "val")
     assert result.exit_code == 1 and "unknown format 'coco'" in result.output
     result = run("convert", tmp_path / "notes.jsonl", tmp_path / "o.txt", "--from", "tg", "--to", "csv")
     assert result.exit_code == 1 and "--to must be one of" in result.output

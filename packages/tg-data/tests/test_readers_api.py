@@ -4,6 +4,7 @@ record of a bad one, skip and count it when asked, and refuse options it does no
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 
 import pytest
@@ -83,3 +84,24 @@ def test_undetectable_inputs_are_named(tmp_path) -> None:
         detect_format(str(tmp_path / "empty"))
     with pytest.raises(DataError, match="no such file"):
         detect_format(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("fmt", ["pope", "caps-boxes", "tg"])
+def test_a_line_that_is_not_json_can_be_skipped(fmt: str, upstream: Callable) -> None:
+    up = upstream(fmt)
+    lines = up.path.read_text().splitlines()
+    up.path.write_text("\n".join([lines[0], '{"question_id": 5, "image": ', *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match=rf"{up.path.name}:2: malformed JSON"):
+        list(read(fmt, str(up.path), **up.options))
+    skip = SkipReport()
+    assert len(list(read(fmt, str(up.path), skip=skip, **up.options))) == up.samples
+    assert skip.total == 1 and "malformed JSON" in next(iter(skip.reasons))
+
+
+def test_a_malformed_vg_entry_is_counted(upstream: Callable) -> None:
+    up = upstream("vg")
+    entries = up.truth["regions"] + [{"regions": "none"}]
+    up.path.write_text(json.dumps(entries))
+    skip = SkipReport()
+    assert len(list(read("vg", str(up.path), skip=skip, **up.options))) == up.samples
+    assert skip.reasons == {"an image entry needs an integer 'id' and a 'regions' list": 1}

@@ -201,6 +201,8 @@ def convert(
     """Convert any supported dataset to tg-data Parquet or JSON Lines, or tg-data to LLaVA JSON."""
     with _user_errors():
         fmt = from_ or detect_format(source)
+        if fmt not in READERS:
+            raise DataError(f"unknown format {fmt!r} for --from; known: {', '.join(READERS)}")
         given = {
             "image_root": image_root, "instances": instances, "split_by": split_by, "image_data": image_data,
             "sizes": sizes, "task": task, "boxes": boxes, "category": category,

@@ -11,7 +11,7 @@ import fsspec
 from PIL import Image, UnidentifiedImageError
 
 from tg_data.box import Box, BoxError
-from tg_data.io import DataError, SkipReport, handle_bad_record, iter_jsonl_records, resolve
+from tg_data.io import DataError, SkipReport, handle_bad_record, resolve
 from tg_data.schema import SampleError
 
 T = TypeVar("T")
@@ -45,8 +45,12 @@ def convert_records(
     skip: SkipReport | None,
 ) -> Iterator[R]:
     """Apply ``convert`` to each ``(where, record)``; a bad record raises ``DataError`` naming
-    ``where``, or is counted in ``skip`` when the caller chose to skip."""
+    ``where``, or is counted in ``skip`` when the caller chose to skip. A record that is already an
+    exception (a line that was not even JSON) counts as bad without conversion."""
     for where, record in records:
+        if isinstance(record, Exception):
+            handle_bad_record(record, where, skip)
+            continue
         try:
             out = list(convert(record))
         except RECORD_ERRORS as e:
@@ -62,9 +66,20 @@ def _describe(e: Exception) -> Exception:
 
 
 def jsonl_records(path: str) -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` for each line of a JSON Lines file."""
-    for lineno, rec in iter_jsonl_records(path):
-        yield f"{path}:{lineno}", rec
+    """``(where, record)`` for each non-empty line of a JSON Lines file; a line that is not JSON
+    comes as a ``ValueError`` record, so that it can be skipped like any other bad record."""
+    try:
+        f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"{path}:{lineno}", ValueError(f"malformed JSON ({e.msg} at column {e.colno})")
 
 
 def load_json(path: str) -> Any:

@@ -75,9 +75,7 @@ def read_visual_genome(
         w, h = size_of(f"{iid}.jpg")
         return image_path(image_root, f"{iid}.jpg"), w, h
 
-    def convert(item: tuple[int, Any] | str) -> list[Sample]:
-        if isinstance(item, str):  # the entry itself was malformed
-            raise ValueError(item)
+    def convert(item: tuple[int, Any]) -> list[Sample]:
         iid, r = item
         img, width, height = locate(iid)
         phrase = " ".join(str(r["phrase"]).split())
@@ -109,13 +107,13 @@ def read_visual_genome(
 
 def _regions(path: str) -> Iterator[tuple[str, Any]]:
     """``(where, (image_id, region))`` per region, so one bad region costs only itself; a malformed
-    image entry comes as ``(where, message)``."""
+    image entry comes as ``(where, ValueError)``."""
     for i, line, entry in iter_json_array(path):
         where = f"{path}: image entry {i} (line {line})"
         iid = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
         regions = entry.get("regions") if isinstance(entry, dict) else None
         if not isinstance(iid, int) or not isinstance(regions, list):
-            yield where, "an image entry needs an integer 'id' and a 'regions' list"
+            yield where, ValueError("an image entry needs an integer 'id' and a 'regions' list")
             continue
         for k, r in enumerate(regions):
             rid = r.get("region_id", k) if isinstance(r, dict) else k
