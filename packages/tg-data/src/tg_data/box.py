@@ -166,7 +166,7 @@ class Box:
 
     def to_grid1000(self, width: int, height: int) -> tuple[int, int, int, int]:
         rel = self.to_image_relative(width, height)
-        return tuple(int(round(min(1.0, max(0.0, v)) * 1000)) for v in rel)  # type: ignore[return-value]
+        return tuple(round(min(1.0, max(0.0, v)) * 1000) for v in rel)  # type: ignore[return-value]
 
     def to_resized_pixels(
         self, resized: tuple[int, int], original: tuple[int, int]

@@ -15,12 +15,13 @@ from tg_data.box import Box, BoxError
 DECIMALS = 3
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-_SEP = r"\s*,\s*"
 # A bracketed group: anything between [ and ] that holds a digit (candidate box, maybe malformed).
 _BRACKETED = re.compile(r"\[([^\[\]]*\d[^\[\]]*)\]")
-# Four comma-separated numbers, brackets optional on either side (tolerates a lost bracket).
-_BARE = re.compile(rf"\[?\s*({_NUM}){_SEP}({_NUM}){_SEP}({_NUM}){_SEP}({_NUM})\s*\]?")
-_FOUR = re.compile(rf"^\s*({_NUM}){_SEP}({_NUM}){_SEP}({_NUM}){_SEP}({_NUM})\s*$")
+_FOUR = re.compile(rf"^\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*$")
+# A maximal run of comma-separated numbers outside brackets, a bracket optional at either end (a
+# lost bracket). The atomic group keeps the run whole, so five numbers never pass as four.
+_RUN = re.compile(rf"(?:\[\s*)?(?>{_NUM}(?:\s*,\s*{_NUM})+)(?:\s*\])?")
+_NUMBER = re.compile(_NUM)
 
 
 def format_value(v: float) -> str:
@@ -61,7 +62,11 @@ def _to_box(values: tuple[str, ...]) -> Box:
 
 
 def parse_boxes(text: str) -> ParsedBoxes:
-    """Every box in ``text``, in order of appearance, plus every box-like span that is not valid."""
+    """Every box in ``text``, in order of appearance, plus every box-like span that is not valid.
+
+    Box-like: a bracketed group holding a digit, or a bare run of four or more comma-separated
+    numbers. Shorter bare runs ("1, 2 and 3") are prose, not boxes.
+    """
     out = ParsedBoxes()
     taken: list[tuple[int, int]] = []
     found: list[tuple[int, int, Box | None, str]] = []
@@ -75,11 +80,17 @@ def parse_boxes(text: str) -> ParsedBoxes:
             except BoxError as e:
                 found.append((m.start(), m.end(), None, str(e)))
         taken.append((m.start(), m.end()))
-    for m in _BARE.finditer(text):
+    for m in _RUN.finditer(text):
         if any(s < m.end() and m.start() < e for s, e in taken):
             continue
+        numbers = _NUMBER.findall(m.group(0))
+        if len(numbers) < 4:
+            continue
+        if len(numbers) > 4:
+            found.append((m.start(), m.end(), None, f"{len(numbers)} numbers where a box has four"))
+            continue
         try:
-            found.append((m.start(), m.end(), _to_box(m.groups()), ""))
+            found.append((m.start(), m.end(), _to_box(tuple(numbers)), ""))
         except BoxError as e:
             found.append((m.start(), m.end(), None, str(e)))
     for start, end, box, reason in sorted(found, key=lambda f: f[0]):

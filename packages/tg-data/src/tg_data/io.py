@@ -7,7 +7,10 @@ and skipped instead, never dropped silently.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from typing import Any
 
 import fsspec
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from tg_data.schema import Sample, SampleError
 
@@ -73,12 +77,16 @@ class SkipReport:
         return "\n".join(lines)
 
 
+_VALUES = re.compile(r"\[[^\[\]]*\]")
+
+
 def _reason_of(err: Exception) -> str:
-    """A short reason key for counting: the message without the record's id."""
+    """A short reason key for counting: the message without the record's id or its values, so
+    that every inverted box (say) counts under one reason."""
     msg = str(err)
     if msg.startswith("sample ") and ": " in msg:
         msg = msg.split(": ", 1)[1]
-    return msg.split(";")[0][:120]
+    return _VALUES.sub("[...]", msg.split(";")[0])[:120]
 
 
 def handle_bad_record(err: Exception, where: str, skip: SkipReport | None) -> None:
@@ -114,7 +122,7 @@ def _parquet_files(path: str) -> list[str]:
 def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
     """``(line_number, parsed_json)`` for each non-empty line; malformed JSON raises ``DataError``."""
     try:
-        f = fsspec.open(path, "rt", encoding="utf-8").open()
+        f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     with f:
@@ -130,7 +138,7 @@ def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
 def read_jsonl(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
     """Samples from a JSON Lines file, one per line."""
     try:
-        f = fsspec.open(path, "rt", encoding="utf-8").open()
+        f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     with f:
@@ -157,40 +165,86 @@ def write_jsonl(samples: Iterable[Sample], path: str) -> int:
 
 
 # Parquet ------------------------------------------------------------------------------------------
+WRITE_BATCH_ROWS = 4096
+
+
+def _parquet_batches(file: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of at most ``batch_rows`` rows; local files are scanned in place, never loaded whole."""
+    local = local_path(file)
+    try:
+        if local is not None:
+            yield from pl.scan_parquet(local).collect_batches(chunk_size=batch_rows)
+            return
+        fs, p = fsspec.core.url_to_fs(file)
+        with fs.open(p, "rb") as f:
+            yield from pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(f"{file}: not a readable Parquet file ({e})") from None
+
+
 def read_parquet(path: str, skip: SkipReport | None = None, batch_rows: int = 1024) -> Iterator[Sample]:
     """Samples from a Parquet file or a directory of shards, ``batch_rows`` rows in memory at a time."""
     for file in _parquet_files(path):
-        fs, p = fsspec.core.url_to_fs(file)
-        with fs.open(p, "rb") as f:
-            try:
-                batches = pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
-            except Exception as e:  # polars raises several kinds for a broken file
-                raise DataError(f"{file}: not a readable Parquet file ({e})") from None
-            row = 0
-            for batch in batches:
-                for rec in batch.iter_rows(named=True):
-                    where = f"{file}: row {row}"
-                    row += 1
-                    try:
-                        yield Sample.from_dict(rec)
-                    except SampleError as e:
-                        handle_bad_record(e, where, skip)
+        row = 0
+        for batch in _parquet_batches(file, batch_rows):
+            for rec in batch.iter_rows(named=True):
+                where = f"{file}: row {row}"
+                row += 1
+                try:
+                    yield Sample.from_dict(rec)
+                except SampleError as e:
+                    handle_bad_record(e, where, skip)
 
 
 def samples_to_frame(samples: Iterable[Sample]) -> pl.DataFrame:
     return pl.DataFrame([s.to_dict() for s in samples], schema=PARQUET_SCHEMA)
 
 
+def _frames(samples: Iterable[Sample], rows: int) -> Iterator[pl.DataFrame]:
+    buf: list[dict[str, Any]] = []
+    for s in samples:
+        buf.append(s.to_dict())
+        if len(buf) >= rows:
+            yield pl.DataFrame(buf, schema=PARQUET_SCHEMA)
+            buf = []
+    if buf:
+        yield pl.DataFrame(buf, schema=PARQUET_SCHEMA)
+
+
+def _stream_parquet(samples: Iterable[Sample], path: str) -> int:
+    """One Parquet file written batch by batch through polars' streaming sink."""
+    written = 0
+    failure: list[BaseException] = []
+    started = False
+
+    def source(with_columns: Any, predicate: Any, n_rows: Any, batch_size: Any) -> Iterator[pl.DataFrame]:
+        nonlocal written, started
+        if started:  # the samples are an iterator: they can be consumed once only
+            raise RuntimeError("the Parquet sink asked for the samples twice")
+        started = True
+        try:
+            for frame in _frames(samples, WRITE_BATCH_ROWS):
+                written += frame.height
+                yield frame
+        except BaseException as e:  # re-raised below with its own type and message
+            failure.append(e)
+
+    with _atomic_open(path, "wb") as f:
+        register_io_source(source, schema=PARQUET_SCHEMA).sink_parquet(f)
+        if failure:
+            raise failure[0]
+    return written
+
+
 def write_parquet(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
     """Write samples to one Parquet file, or with ``shard_rows`` to a directory of numbered shards.
 
-    Only one shard's rows are held in memory at a time.
+    Streams: a few thousand rows (or one shard) are held in memory at a time, whatever the total.
     """
     if shard_rows is None:
-        frame = samples_to_frame(samples)
-        with _atomic_open(path, "wb") as f:
-            frame.write_parquet(f)
-        return frame.height
+        return _stream_parquet(samples, path)
+    if shard_rows <= 0:
+        raise ValueError(f"shard_rows must be positive, got {shard_rows}")
     fs, root = fsspec.core.url_to_fs(path)
     fs.makedirs(root, exist_ok=True)
     n, shard, buf = 0, 0, []
@@ -228,7 +282,7 @@ def read_samples(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
 
 def write_samples(samples: Iterable[Sample], path: str, shard_rows: int | None = None) -> int:
     p = str(path)
-    if p.endswith(".jsonl"):
+    if p.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return write_jsonl(samples, p)
     if p.endswith(".parquet") and shard_rows is None:
         return write_parquet(samples, p)
@@ -253,18 +307,29 @@ class _atomic_open:
             self.fs.makedirs(parent, exist_ok=True)
 
     def __enter__(self):
-        kwargs = {"encoding": "utf-8"} if "t" in self.mode else {}
-        self.f = self.fs.open(self.tmp, self.mode, **kwargs)
+        if self.target.endswith(".gz"):  # compressed on the way out, as readers decompress on the way in
+            raw = self.fs.open(self.tmp, "wb")
+            gz = gzip.GzipFile(fileobj=raw, mode="wb")
+            self.f = io.TextIOWrapper(gz, encoding="utf-8") if "t" in self.mode else gz
+            self.handles = [self.f, raw]
+        else:
+            kwargs = {"encoding": "utf-8"} if "t" in self.mode else {}
+            self.f = self.fs.open(self.tmp, self.mode, **kwargs)
+            self.handles = [self.f]
         return self.f
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.f.close()
+        for h in self.handles:
+            h.close()
         if exc_type is not None:
             self.fs.rm(self.tmp)
             return
         if self.fs.exists(self.target):
             self.fs.rm(self.target)
         self.fs.mv(self.tmp, self.target)
+
+
+atomic_open = _atomic_open
 
 
 def local_path(uri: str) -> Path | None:

@@ -147,7 +147,7 @@ class Sample:
             out.append("shows object images but has no image to crop them from")
         if (self.width is None) != (self.height is None):
             out.append("has only one of width/height")
-        if self.width is not None and (self.width <= 0 or self.height <= 0):  # type: ignore[operator]
+        if self.width is not None and self.height is not None and (self.width <= 0 or self.height <= 0):
             out.append(f"has a non-positive size {self.width}x{self.height}")
         return out
 

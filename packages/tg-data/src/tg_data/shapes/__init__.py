@@ -7,7 +7,16 @@ from tg_data.shapes.dataset import SPLITS, load_scenes, read_manifest, split_sce
 from tg_data.shapes.language import Expr, candidate_expressions, choose_expression, denote, is_unambiguous
 from tg_data.shapes.pope import POPE_CATEGORIES, pope_samples
 from tg_data.shapes.render import render_scene
-from tg_data.shapes.scene import COLOURS, KINDS, RELATIONS, Scene, Shape, ShapesConfig, generate_scene, relations
+from tg_data.shapes.scene import (
+    COLOURS,
+    KINDS,
+    RELATIONS,
+    Scene,
+    Shape,
+    ShapesConfig,
+    generate_scene,
+    relations,
+)
 from tg_data.shapes.tasks import REC_PROMPT, TaskMix, scene_samples
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,44 @@ class SplitCounts:
         return {"scenes": self.scenes, "samples": self.samples, "tasks": dict(sorted(self.tasks.items()))}
 
 
+def _split_samples(
+    fs: Any,
+    root: str,
+    split: str,
+    scenes: Iterable[Scene],
+    seed: int,
+    config: ShapesConfig,
+    mix: TaskMix | None,
+    pope_vocabulary: list[str] | None,
+    written: list[Scene],
+) -> Iterator[Sample]:
+    """Render and describe scene after scene (appending each to ``written``); POPE comes last, as
+    its popular and adversarial negatives need the objects of every scene."""
+    with fs.open(f"{root}/scenes/{split}.jsonl", "w") as truth:
+        for scene in scenes:
+            buf = io.BytesIO()
+            render_scene(scene).save(buf, format="PNG", compress_level=1)
+            with fs.open(f"{root}/{image_path(scene)}", "wb") as f:
+                f.write(buf.getvalue())
+            truth.write(json.dumps(scene.to_dict()) + "\n")
+            rng = np.random.default_rng([seed, _SPLIT_STREAM[split], int(scene.id.split("-")[1]), 1])
+            yield from scene_samples(scene, image_path(scene), rng, config, mix)
+            written.append(scene)
+    if pope_vocabulary is not None:
+        yield from pope_samples(
+            written,
+            [image_path(s) for s in written],
+            seed + 7919 * (1 + _SPLIT_STREAM[split]),
+            vocabulary=pope_vocabulary,
+        )
+
+
+def _counted(samples: Iterable[Sample], counts: SplitCounts) -> Iterator[Sample]:
+    for s in samples:
+        counts.tasks[s.task] += 1
+        yield s
+
+
 def write_shapes_dataset(
     out: str,
     scenes: dict[str, int],
@@ -66,7 +104,10 @@ def write_shapes_dataset(
     pope_splits: tuple[str, ...] = ("val", "test"),
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Render and write a dataset; returns the manifest (also written to ``OUT/manifest.json``)."""
+    """Render and write a dataset; returns the manifest (also written to ``OUT/manifest.json``).
+
+    Streams: images and samples go to disk scene by scene, so memory holds only the scene truth.
+    """
     config = config or ShapesConfig()
     fs, root = fsspec.core.url_to_fs(out)
     fs.makedirs(root, exist_ok=True)
@@ -78,32 +119,17 @@ def write_shapes_dataset(
         fs.makedirs(f"{root}/images/{split}", exist_ok=True)
         fs.makedirs(f"{root}/scenes", exist_ok=True)
         c = counts[split] = SplitCounts()
-        all_scenes: list[Scene] = []
-        samples: list[Sample] = []
-        iterator = split_scenes(split, n, seed, config)
+        iterator: Iterable[Scene] = split_scenes(split, n, seed, config)
         if progress:
             from rich.progress import track
 
             iterator = track(iterator, total=n, description=f"shapes {split}")
-        with fs.open(f"{root}/scenes/{split}.jsonl", "w") as truth:
-            for scene in iterator:
-                buf = io.BytesIO()
-                render_scene(scene).save(buf, format="PNG", compress_level=1)
-                with fs.open(f"{root}/{image_path(scene)}", "wb") as f:
-                    f.write(buf.getvalue())
-                truth.write(json.dumps(scene.to_dict()) + "\n")
-                rng = np.random.default_rng([seed, _SPLIT_STREAM[split], int(scene.id.split("-")[1]), 1])
-                samples.extend(scene_samples(scene, image_path(scene), rng, config, mix))
-                all_scenes.append(scene)
-        if split in pope_splits:
-            samples.extend(
-                pope_samples(all_scenes, [image_path(s) for s in all_scenes], seed + 7919 * (1 + _SPLIT_STREAM[split]),
-                             vocabulary=vocabulary)
-            )
-        write_parquet(samples, f"{out.rstrip('/')}/{split}.parquet")
-        c.scenes = len(all_scenes)
-        c.samples = len(samples)
-        c.tasks.update(s.task for s in samples)
+        written: list[Scene] = []
+        samples = _split_samples(
+            fs, root, split, iterator, seed, config, mix, vocabulary if split in pope_splits else None, written
+        )
+        c.samples = write_parquet(_counted(samples, c), f"{out.rstrip('/')}/{split}.parquet")
+        c.scenes = len(written)
     manifest = {
         "format": FORMAT,
         "seed": seed,

@@ -113,8 +113,12 @@ def candidate_expressions(scene: Scene, target: int, config: ShapesConfig | None
         Expr(s.kind, size=s.size),
         Expr(s.kind, colour=s.colour, size=s.size),
     ]
-    supers = [Expr(s.kind, superlative=sup) for sup in SUPERLATIVES] + [
-        Expr(s.kind, colour=s.colour, superlative=sup) for sup in SUPERLATIVES
+    # A superlative only where it compares: "the leftmost circle" needs two circles.
+    supers = [
+        Expr(s.kind, colour=colour, superlative=sup)
+        for colour in (None, s.colour)
+        if len(denote(scene, Expr(s.kind, colour=colour), config)) >= 2
+        for sup in SUPERLATIVES
     ]
     out = [e for e in simple + supers if is_unambiguous(scene, e, target, config)]
     for j in range(len(scene.shapes)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -98,14 +99,18 @@ class Scene:
     texture_seed: int
     shapes: tuple[Shape, ...] = field(default_factory=tuple)
 
+    @cached_property
+    def _boxes(self) -> tuple[Box, ...]:
+        # computed once: expressions and relations ask for the same boxes thousands of times
+        return tuple(Box.from_pixels(*s.px, self.width, self.height) for s in self.shapes)
+
     def box(self, i: int) -> Box:
         """The box of shape ``i`` in the project's frame (normalised to the padded square)."""
-        x1, y1, x2, y2 = self.shapes[i].px
-        return Box.from_pixels(x1, y1, x2, y2, self.width, self.height)
+        return self._boxes[i]
 
     @property
     def boxes(self) -> list[Box]:
-        return [self.box(i) for i in range(len(self.shapes))]
+        return list(self._boxes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

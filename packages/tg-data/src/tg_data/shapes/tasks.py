@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tg_data.coords import render_box
+from tg_data.prompts import REC_PROMPT
 from tg_data.schema import IMAGE_TOKEN, OBJECT_TOKEN, ObjectRef, Sample, Show, Task, Turn
 from tg_data.shapes.language import choose_expression, name_with_article, position_words
 from tg_data.shapes.scene import Scene, ShapesConfig, relation_holds, relations
 
-REC_PROMPT = "Output the coordinate of {expression}."
 CAPTION_PROMPTS = (
     "Describe the image briefly.",
     "Give a short caption of the image.",
@@ -246,7 +246,7 @@ def grounded_conv(ctx: _Ctx, n: int) -> list[Sample]:
                 triples = [t for t in relations(sc, ctx.config) if t[1] != "next to"]
                 if not triples:
                     continue
-                a_i, rel, b_i = triples[int(ctx.rng.integers(len(triples)))]
+                _a_i, rel, b_i = triples[int(ctx.rng.integers(len(triples)))]
                 others = [x for x in range(len(sc.shapes)) if relation_holds(sc, rel, x, b_i, ctx.config)]
                 q = f"What is {rel} the {sc.shapes[b_i].name}?"
                 a = _list_words([_mention(ctx, x, objects) for x in others]).capitalize() + "."

@@ -1,0 +1,251 @@
+"""One training stage, as a plain function: recipe in, trained export out.
+
+Runs as one process or one rank of many (``deepspeed --num_gpus N``); DeepSpeed ZeRO does the
+optimiser state partitioning, gradient accumulation and clipping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from tg_model.inputs import SampleEncoder
+from tg_model.modeling import TinyGroundingGPTForCausalLM, register_auto_classes
+from tg_model.presets import build_model
+from tg_train.checkpoint import TrainerState, find_resume, load_checkpoint, save_checkpoint
+from tg_train.data import (
+    Collator,
+    MixtureDataset,
+    RankBatchSampler,
+    estimate_length,
+    image_root,
+    mixture_counts,
+    mixture_indices,
+    plan_epoch,
+    read_source,
+)
+from tg_train.engine import DistInfo, create_engine, gradient_accumulation, init_distributed, use_bf16
+from tg_train.metrics import MetricsLogger, plot_loss_curve, read_metrics
+from tg_train.recipe import ModelSection, Recipe, TrainSection
+
+
+@dataclass
+class TrainResult:
+    export_dir: Path
+    global_step: int
+    final_loss: float
+    refused: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    trainable: dict[str, int] = field(default_factory=dict)
+
+
+def load_model(section: ModelSection, seed: int) -> tuple[TinyGroundingGPTForCausalLM, Any]:
+    """A preset (fresh) or a previous stage's export."""
+    register_auto_classes()
+    if section.init:
+        from transformers import AutoTokenizer
+
+        model = TinyGroundingGPTForCausalLM.from_pretrained(section.init, attn_implementation=section.attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(section.init)
+    else:
+        weights = {i: p for i, p in enumerate(section.encoder_weights) if p}
+        model, tokenizer = build_model(
+            section.preset, llm=section.llm or None, encoder_weights=weights, seed=seed, **section.overrides
+        )
+        model.language_model.set_attn_implementation(section.attn_implementation)
+    if section.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable()
+    return model, tokenizer
+
+
+def apply_freezing(model: TinyGroundingGPTForCausalLM, train: TrainSection) -> dict[str, int]:
+    """Encoders frozen always; projector and LLM as the stage says. Returns trainable counts."""
+    model.encoder.requires_grad_(train.encoder)
+    model.projector.requires_grad_(train.projector)
+    model.language_model.requires_grad_(train.llm)
+    return {
+        name: sum(p.numel() for p in module.parameters() if p.requires_grad)
+        for name, module in (("encoder", model.encoder), ("projector", model.projector), ("llm", model.language_model))
+    }
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    out = {}
+    for key in ("input_ids", "labels", "attention_mask", "position_ids", "media_counts"):
+        if batch.get(key) is not None:
+            out[key] = batch[key].to(device)
+    for key in ("pixel_values", "object_pixel_values"):
+        if batch.get(key) is not None:
+            out[key] = batch[key].to(device, dtype)
+    out["sample_ids"] = batch.get("sample_ids")
+    return out
+
+
+def _micro_step(engine: Any, batch: dict[str, Any], device: torch.device, dtype: torch.dtype, pad_id: int) -> tuple[float, int]:
+    """Forward + backward of one micro-batch; returns (loss, real tokens)."""
+    if batch["input_ids"] is None or not bool((batch["labels"] != -100).any()):
+        # every sample refused (or nothing supervised): keep the ranks in step with a zero-loss pass
+        ids = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
+        loss = engine(input_ids=ids).logits.sum() * 0.0
+        engine.backward(loss)
+        engine.step()
+        return float("nan"), 0
+    inputs = _to_device(batch, device, dtype)
+    loss = engine(**inputs).loss
+    engine.backward(loss)
+    engine.step()
+    tokens = int(batch["attention_mask"].sum()) if batch.get("attention_mask") is not None else int(
+        (batch["labels"] != -100).numel() - (batch["input_ids"] == pad_id).sum()
+    )
+    return float(loss.detach()), tokens
+
+
+def _all_mean(values: list[float], device: torch.device) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    t = torch.tensor([sum(finite), len(finite)], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return float(t[0] / t[1]) if t[1] > 0 else float("nan")
+
+
+def _all_sum(value: float, device: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return float(t[0])
+
+
+def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = "") -> TrainResult:
+    """Run one stage; resumes from the latest complete checkpoint in ``output_dir`` by default."""
+    start = time.time()
+    d = dist_info or init_distributed()
+    torch.manual_seed(recipe.seed + d.rank)
+    out_dir = Path(recipe.output_dir)
+    if d.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+
+    model, tokenizer = load_model(recipe.model, recipe.seed)
+    trainable = apply_freezing(model, recipe.train)
+
+    # data ---------------------------------------------------------------------------------------
+    sources = [read_source(s) for s in recipe.data]
+    sizes = [len(s) for s in sources]
+    draws = mixture_indices(sizes, mixture_counts(sizes, recipe.data), recipe.seed)
+    samples = [sources[s][r] for s, r in draws]
+    roots = [image_root(recipe.data[s]) for s, _ in draws]
+    image_size, image_tokens = model.encoder.image_size, model.image_tokens
+    encoders = {
+        root: SampleEncoder(tokenizer, model.config, image_size, image_tokens, image_root=root,
+                            max_length=recipe.batch.max_length)
+        for root in set(roots)
+    }
+    dataset = MixtureDataset(samples, roots, encoders)
+    lengths = [estimate_length(s, image_tokens, model.object_tokens) for s in samples]
+    multimodal = [s.image is not None for s in samples]
+    accum = gradient_accumulation(recipe, d.world)
+    micro_per_step = accum * d.world
+    plan0 = plan_epoch(lengths, multimodal, recipe.batch.micro, micro_per_step, recipe.seed, 0, recipe.batch.group_by_length)
+    steps_per_epoch = len(plan0) // micro_per_step
+    total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * steps_per_epoch)
+
+    engine, _ = create_engine(model, recipe, d, total_steps)
+    dtype = torch.bfloat16 if use_bf16(recipe, d.device) else torch.float32
+    if d.device.type == "cuda" and recipe.precision.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    state = TrainerState()
+    resume = find_resume(out_dir, recipe.checkpoint.resume)
+    log = MetricsLogger(out_dir, total_steps, d.is_main, recipe.logging.progress, recipe.logging.tensorboard,
+                        description=f"stage {stage_label or recipe.stage}")
+    if resume is not None:
+        state = load_checkpoint(engine, resume, d.rank)
+        log.info(f"resumed from {resume} at step {state.global_step}")
+    log.info(
+        f"{recipe.name or 'recipe'}: {len(samples)} samples from {len(sources)} source(s), {d.world} rank(s), "
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps; trainable parameters: "
+        + ", ".join(f"{k} {v:,}" for k, v in trainable.items())
+    )
+    log.advance_to(state.global_step)
+
+    collator = Collator(tokenizer.pad_token_id, packing=recipe.batch.packing, max_length=recipe.batch.max_length)
+    refused: Counter[str] = Counter(state.refused)
+    losses: list[float] = []
+    tokens_window, window_start = 0, time.time()
+    last_loss = float("nan")
+    engine.train()
+    while state.global_step < total_steps:
+        plan = plan0 if state.epoch == 0 else plan_epoch(
+            lengths, multimodal, recipe.batch.micro, micro_per_step, recipe.seed, state.epoch, recipe.batch.group_by_length
+        )
+        sampler = RankBatchSampler(plan, d.rank, d.world, start=state.step_in_epoch * accum)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collator, num_workers=recipe.batch.num_workers,
+            prefetch_factor=4 if recipe.batch.num_workers else None, persistent_workers=False,
+        )
+        micro_in_step = 0
+        for batch in loader:
+            for _sid, reason, _message in batch["refused"]:
+                refused[reason] += 1
+            loss, tokens = _micro_step(engine, batch, d.device, dtype, tokenizer.pad_token_id)
+            losses.append(loss)
+            tokens_window += tokens
+            state.samples_seen += batch["n_samples"]
+            micro_in_step += 1
+            if micro_in_step < accum:
+                continue
+            micro_in_step = 0
+            state.global_step += 1
+            state.step_in_epoch += 1
+            if state.global_step % recipe.logging.every_steps == 0 or state.global_step == total_steps:
+                last_loss = _all_mean(losses, d.device)
+                tok = _all_sum(tokens_window, d.device)
+                state.tokens_seen += int(tok)
+                now = time.time()
+                log.log({
+                    "stage": stage_label or recipe.stage,
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    "loss": last_loss,
+                    "lr": engine.get_lr()[0],
+                    "tokens_per_s": tok / max(1e-9, now - window_start),
+                    "samples": state.samples_seen,
+                })
+                losses, tokens_window, window_start = [], 0, now
+            if state.global_step % recipe.checkpoint.every_steps == 0 and state.global_step < total_steps:
+                state.refused = dict(refused)
+                save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
+            if state.global_step >= total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.step_in_epoch = 0
+            continue
+        break
+
+    state.refused = {k: int(_all_sum(v, d.device)) for k, v in sorted(refused.items())}
+    save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
+    export = out_dir / "export"
+    if d.is_main:
+        module = engine.module
+        module.save_pretrained(export)
+        tokenizer.save_pretrained(export)
+        plot_loss_curve(read_metrics(out_dir / "metrics.jsonl"), out_dir / "loss.png", title=recipe.name or "loss")
+        if state.refused:
+            log.info("samples refused, by reason: " + ", ".join(f"{k}: {v}" for k, v in state.refused.items()))
+        else:
+            log.info("no samples refused")
+    log.close()
+    if dist.is_initialized():
+        dist.barrier()
+    return TrainResult(export, state.global_step, last_loss, state.refused, time.time() - start, trainable)
