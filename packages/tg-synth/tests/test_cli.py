@@ -38,8 +38,15 @@ def test_shapes_run_then_status(tmp_path: Path) -> None:
     r = _invoke("run", "--shapes", "--out", str(out), "--no-progress", "--set", "input.shapes_scenes=6")
     assert r.exit_code == 0, r.output
     manifest = json.loads((out / "manifest.json").read_text())
-    # the shapes world was generated inside the run; samples' image paths are relative to it
-    assert manifest["image_root_in_run"] == "shapes" and (out / "shapes" / "manifest.json").is_file()
+    # the shapes world was generated inside the run, and image paths are relative to the run directory:
+    # the parent of each stage directory, where a trainer looks by default
+    assert (out / "shapes" / "manifest.json").is_file()
+    assert manifest["image_root"] == str(out.resolve())
+    from tg_data.io import read_samples
+
+    for stage in ("stage2", "stage3"):
+        for sample in read_samples(str(out / stage)):
+            assert sample.image.startswith("shapes/images/") and (out / stage).parent.joinpath(sample.image).is_file()
     assert manifest["items"]["total"] == 6
     assert f"stage 2 {manifest['stage2']['samples']} samples" in " ".join(r.output.split())
 

@@ -164,3 +164,10 @@ def test_qa_counts_cap_each_task_per_image(tmp_path: Path, make_config) -> None:
     assert max(n for (_, t), n in per_image.items() if t == "reg") == 3
     # no refer/converse call is made for tasks nobody asked for
     assert m["steps"]["converse"]["done"] == 0
+
+
+def test_absolute_image_paths_when_asked(tmp_path: Path, make_config) -> None:
+    m = run(make_config(tmp_path, {"output": {"absolute_image_paths": True}, "qa": {"grounded_conv": 0}}))
+    assert m["image_root"] is None and m["image_paths"] == "absolute"
+    for s in _samples(tmp_path, 2):
+        assert Path(s.image).is_absolute() and Path(s.image).is_file()

@@ -51,7 +51,7 @@ def run(
     console = Console(soft_wrap=True)
     console.print(f"wrote {out_dir}: stage 2 {manifest['stage2']['samples']} samples, stage 3 "
                   f"{manifest['stage3']['samples']} samples; {manifest['failures']['total']} quarantined; "
-                  f"images under {manifest['image_root']}")
+                  f"image paths {manifest['image_paths']}" + (f" {manifest['image_root']}" if manifest["image_root"] else ""))
     console.print("tasks: " + ", ".join(f"{t} {n}" for t, n in manifest["tasks"].items()))
 
 

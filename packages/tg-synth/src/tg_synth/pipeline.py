@@ -186,8 +186,26 @@ class Pipeline:
         out.mark(("refer", "converse", "describe"), SKIPPED, "no QA of this kind asked for")
         return out
 
+    def sample_root(self) -> tuple[Path | None, str]:
+        """The directory sample image paths are relative to (``None``: absolute), and their prefix.
+
+        Images under the run directory (the generated shapes world) are written relative to the run
+        directory itself, so a trainer that takes a data source's parent directory as its image root
+        finds them with no setting; other images stay relative to the input root.
+        """
+        if self.cfg.output.absolute_image_paths:
+            return None, ""
+        root, out = self.inputs.image_root.resolve(), self.out_dir.resolve()
+        inside = _relative_to(root, out)
+        if inside is None:
+            return root, ""
+        return out, "" if inside == "." else inside + "/"
+
     def sample_image(self, item: ImageItem) -> str:
-        return self.image_path(item) if self.cfg.output.absolute_image_paths else item.image
+        root, prefix = self.sample_root()
+        if root is None or "://" in item.image or item.image.startswith("/"):
+            return self.image_path(item)
+        return prefix + item.image
 
     # the live pass ----------------------------------------------------------------------------
     async def produce(self, on_item: Callable[[ItemOutcome], None] | None = None) -> Executor:
@@ -278,8 +296,7 @@ class Pipeline:
         tasks = dict(sorted((s2["tasks"] | s3["tasks"]).items()))
         manifest = {
             "format": FORMAT,
-            "image_root": str(self.inputs.image_root),
-            "image_root_in_run": _relative_to(self.inputs.image_root, self.out_dir),
+            "image_root": str(self.sample_root()[0]) if self.sample_root()[0] else None,
             "image_paths": "absolute" if self.cfg.output.absolute_image_paths else "relative to image_root",
             "stage2": s2,
             "stage3": s3,

@@ -62,7 +62,7 @@ def print_status(status: dict[str, Any], console: Console | None = None) -> None
         console.print(_table("Cached steps", ["step", "done", "quarantined", "calls", "cost"], rows))
         return
     console.print(f"[bold]{status['run']}[/]: {m['items']['total']} images, {m['items']['with_samples']} with samples; "
-                  f"image root {m['image_root']}")
+                  f"image paths {m['image_paths']}" + (f" {m['image_root']}" if m["image_root"] else ""))
     steps = m["steps"]
     rows = [[s, v["done"], v["quarantined"], v["blocked"], v["skipped"], v["pending"], v["calls"],
              v["prompt_tokens"], v["completion_tokens"], v["cost"]] for s, v in steps.items()]
