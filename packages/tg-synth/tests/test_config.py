@@ -67,7 +67,7 @@ def test_the_readme_config_reference_lists_the_defaults() -> None:
     from tg_synth.config import SynthConfig
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    block = re.search(r"```toml\n(.*?)```", readme, re.DOTALL)
+    block = re.search(r"```toml\n(.*?)```", readme.split("## Configuration", 1)[1], re.DOTALL)
     assert block is not None
     data = tomllib.loads(block.group(1))
     assert config_from_dict(data) == SynthConfig()
