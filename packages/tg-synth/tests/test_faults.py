@@ -109,3 +109,17 @@ def test_the_endpoint_and_the_oracle_backend_make_the_same_data(
         a = [s.to_dict() for s in read_samples(str(tmp_path / "http" / stage))]
         b = [s.to_dict() for s in read_samples(str(tmp_path / "oracle" / stage))]
         assert a == b
+
+
+def test_quarantine_is_final_until_retried(tmp_path: Path, loopback, make_config, openai_chat) -> None:
+    broken = loopback(faults=FaultPlan(always={"describe": "non_json"}))
+    first = _run(make_config, openai_chat, broken, tmp_path)
+    n = first["steps"]["describe"]["quarantined"]
+    assert n > 0
+    healthy = loopback()
+    again = _run(make_config, openai_chat, healthy, tmp_path)
+    assert healthy.endpoint.calls == [] and again["steps"]["describe"]["quarantined"] == n
+    cfg = make_config(tmp_path, {"backends": {"mllm": openai_chat(healthy.base_url, concurrency=4)}})
+    retried = run(cfg, retry_quarantined=True)
+    assert {c["step"] for c in healthy.endpoint.calls} == {"describe"} and len(healthy.endpoint.calls) == n
+    assert retried["failures"]["total"] == 0 and retried["tasks"]["grounded_desc"] == n
