@@ -171,3 +171,42 @@ def test_absolute_image_paths_when_asked(tmp_path: Path, make_config) -> None:
     assert m["image_root"] is None and m["image_paths"] == "absolute"
     for s in _samples(tmp_path, 2):
         assert Path(s.image).is_absolute() and Path(s.image).is_file()
+
+
+def test_detection_requests_are_batched_and_none_is_lost() -> None:
+    import asyncio
+
+    from tg_synth.backends.base import DetectRequest
+    from tg_synth.records import Detection
+    from tg_synth.steps.ground import DetectorBatcher
+
+    class Recorder:
+        name, batch_size = "recorder", 4
+
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+
+        def detect(self, requests):
+            if any(r.image_id == "bad" for r in requests):
+                raise OSError("cannot open bad")
+            self.batches.append([r.image_id for r in requests])
+            from tg_data.box import Box
+
+            return [[Detection(r.labels[0], Box(0.1, 0.1, 0.2, 0.2), 0.9)] for r in requests]
+
+    async def main(det: Recorder):
+        batcher = DetectorBatcher(det, max_wait_s=0.05)
+        reqs = [DetectRequest(f"im{k}", "x.png", 10, 10, ("car",)) for k in range(10)]
+        reqs.insert(5, DetectRequest("bad", "bad.png", 10, 10, ("car",)))
+        try:
+            return await asyncio.gather(*(batcher.detect(r) for r in reqs), return_exceptions=True)
+        finally:
+            await batcher.aclose()
+
+    det = Recorder()
+    results = asyncio.run(main(det))
+    assert len(results) == 11
+    assert isinstance(results[5], OSError)  # the bad image fails alone
+    assert all(isinstance(r, list) and r[0].label == "car" for k, r in enumerate(results) if k != 5)
+    assert sorted(i for b in det.batches for i in b) == sorted(f"im{k}" for k in range(10))
+    assert max(len(b) for b in det.batches) == 4  # requests were gathered into full batches

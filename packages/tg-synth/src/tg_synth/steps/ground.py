@@ -43,14 +43,12 @@ class DetectorBatcher:
         while True:
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.detector.batch_size:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while True:  # drain without cancelling a get(), so no request can be lost
+                while len(batch) < self.detector.batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                if len(batch) >= self.detector.batch_size or time.monotonic() >= deadline:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+                await asyncio.sleep(0.002)
             requests = [r for r, _ in batch]
             try:
                 results = await asyncio.to_thread(self._detect_isolating_failures, requests)
