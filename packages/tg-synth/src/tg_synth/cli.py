@@ -47,6 +47,9 @@ def run(
         manifest = run_pipeline(cfg, out, progress=progress, retry_quarantined=retry_quarantined)
     except USER_ERRORS as e:
         _fail(e)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished steps are kept in the cache; run the same command again to resume")
+        raise typer.Exit(130) from None
     out_dir = Path(out or cfg.output.dir)
     console = Console(soft_wrap=True)
     console.print(f"wrote {out_dir}: stage 2 {manifest['stage2']['samples']} samples, stage 3 "
