@@ -14,12 +14,12 @@ from transformers import PreTrainedTokenizerBase, Qwen2Tokenizer
 # Tests never reach a model hub: a load that tried would fail here instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tg_data.schema import Sample  # noqa: E402
-from tg_data.shapes import ShapesConfig, render_scene, scene_samples, split_scenes  # noqa: E402
-from tg_model.inputs import SampleEncoder  # noqa: E402
-from tg_model.modeling import TinyGroundingGPTForCausalLM  # noqa: E402
-from tg_model.presets import build_model  # noqa: E402
-from tg_model.tokenizer import END_OF_TEXT, IM_END, IM_START, add_media_tokens  # noqa: E402
+from tg_data.schema import Sample
+from tg_data.shapes import ShapesConfig, render_scene, scene_samples, split_scenes
+from tg_model.inputs import SampleEncoder
+from tg_model.modeling import TinyGroundingGPTForCausalLM
+from tg_model.presets import build_model
+from tg_model.tokenizer import END_OF_TEXT, IM_END, IM_START, add_media_tokens
 
 
 @dataclass
@@ -49,10 +49,10 @@ def tiny() -> tuple[TinyGroundingGPTForCausalLM, PreTrainedTokenizerBase]:
 
 @pytest.fixture(scope="session")
 def talkative() -> tuple[TinyGroundingGPTForCausalLM, PreTrainedTokenizerBase]:
-    """Tiny preset in float64 with wider random LLM weights, so greedy decoding varies from token to
-    token (the default init repeats one token) and exact token comparisons mean something."""
+    """Tiny preset with wider random LLM weights, so greedy decoding varies from token to token (the
+    default init repeats one token) and exact token comparisons mean something."""
     model, tokenizer = build_model("tiny", seed=3, text_initializer_range=0.1)
-    return model.double().eval(), tokenizer
+    return model.eval(), tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ def test_invalid_object_settings_are_refused(field, value, message):
 
 
 def test_auto_classes_load_a_saved_directory(tiny, tmp_path):
-    model, tokenizer = tiny
+    model, _ = tiny
     model.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), TinyGroundingGPTConfig)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)

@@ -69,7 +69,9 @@ def test_ids_and_labels_match_a_hand_built_chatml_layout_token_by_token(tokenize
     encoded = _template(tokenizer, QWEN_SYSTEM_PROMPT).encode(TURNS, "s1")
     ids, labels = _expected(tokenizer, _conversation_segments(tokenizer))
     assert len(encoded.input_ids) == len(ids) == len(encoded.labels)
-    for k, (got_id, want_id, got_label, want_label) in enumerate(zip(encoded.input_ids, ids, encoded.labels, labels)):
+    for k, (got_id, want_id, got_label, want_label) in enumerate(
+        zip(encoded.input_ids, ids, encoded.labels, labels, strict=True)
+    ):
         assert (got_id, got_label) == (want_id, want_label), f"token {k}"
     assert (encoded.n_images, encoded.n_objects) == (1, 2)
 
@@ -89,7 +91,7 @@ def test_ids_equal_tokenising_the_whole_rendered_chatml_text(tokenizer):
 
 def test_labels_cover_exactly_the_assistant_content_and_its_closing_token(tokenizer):
     encoded = _template(tokenizer).encode(TURNS)
-    supervised = [(i, lab) for i, (tok, lab) in enumerate(zip(encoded.input_ids, encoded.labels)) if lab != IGNORE_INDEX]
+    supervised = [(i, lab) for i, lab in enumerate(encoded.labels) if lab != IGNORE_INDEX]
     assert all(encoded.input_ids[i] == lab for i, lab in supervised)
     text = tokenizer.decode([lab for _, lab in supervised])
     assert text == f"A red circle.{IM_END}Both are squares: [0.5,0.5,0.9,0.95].{IM_END}"
@@ -150,7 +152,7 @@ def test_truncation_through_a_media_span_refuses_the_sample_by_name(tokenizer, w
     image_id, object_id = (tokenizer.convert_tokens_to_ids(t) for t in ("<image>", "<object>"))
     first, last = _span(full, image_id if which == "image" else object_id)
     cut = first + 2 if which == "image" else last  # inside the span: its last row is cut off
-    with pytest.raises(SampleRefused, match="'sample-42'.*image or object span") as info:
+    with pytest.raises(SampleRefused, match=r"'sample-42'.*image or object span") as info:
         _template(tokenizer, max_length=cut).encode(TURNS, "sample-42")
     assert info.value.reason == "too_long"
     assert info.value.sample_id == "sample-42"
@@ -194,7 +196,7 @@ def test_truncation_that_leaves_no_answer_is_refused(tokenizer):
 
 def test_a_generation_prompt_longer_than_max_length_is_refused(tokenizer):
     prompt_length = len(_template(tokenizer).encode(TURNS[:3], add_generation_prompt=True).input_ids)
-    with pytest.raises(SampleRefused, match="prompt of .* tokens exceeds max_length") as info:
+    with pytest.raises(SampleRefused, match=r"prompt of \d+ tokens exceeds max_length") as info:
         _template(tokenizer, max_length=prompt_length - 1).encode(TURNS[:3], "p", add_generation_prompt=True)
     assert info.value.reason == "too_long"
 
