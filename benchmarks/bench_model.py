@@ -90,12 +90,14 @@ def _sync(device: torch.device) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, run in turn (a, b, a, b, ...) after one warm-up each."""
+    """Median seconds per call of each function, after one warm-up each; the functions take turns in
+    an order that flips every round (a b, b a, a b, ...), so neither always runs first."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for round_ in range(repeats):
+        order = list(fns.items()) if round_ % 2 == 0 else list(reversed(fns.items()))
+        for name, fn in order:
             _sync(device)
             start = time.perf_counter()
             fn()
@@ -167,14 +169,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default 8 (4 with --quick)")
     parser.add_argument("--text-tokens", type=int, default=None, help="text tokens after the image (default 64)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens to generate (default 32)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 9, 5 quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 11, 5 quick)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--only", choices=["train_step", "generate"], default=None)
     args = parser.parse_args()
     args.batch = args.batch or (4 if args.quick else 8)
     args.text_tokens = args.text_tokens or (32 if args.quick else 64)
     args.new_tokens = args.new_tokens or (16 if args.quick else 32)
-    args.repeats = args.repeats or (5 if args.quick else 9)
+    args.repeats = args.repeats or (5 if args.quick else 11)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
