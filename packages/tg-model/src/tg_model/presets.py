@@ -167,7 +167,7 @@ def build_model(
         text_config["pad_token_id"] = tokenizer.pad_token_id
         text_config["eos_token_id"] = tokenizer.convert_tokens_to_ids(IM_END)
 
-    fields = {
+    preset_fields = {
         "object_grid": p.object_grid,
         "system_prompt": p.system_prompt,
         "context_length": p.context_length,
@@ -177,7 +177,7 @@ def build_model(
     config = TinyGroundingGPTConfig(
         text_config=text_config,
         encoder_specs=[{**s, "pretrained": None} for s in specs],
-        **{**fields, **config_overrides},
+        **{**preset_fields, **config_overrides},  # an override replaces the preset's value
     )
     encoder = build_encoder(specs, load_weights=load_weights and p.is_real, resample=config.encoder_resample)
     if p.is_real and load_weights:
