@@ -48,18 +48,34 @@ def test_media_token_ids_follow_the_vocabulary_and_are_added_once(tokenizer):
     assert len(set(ids)) == 2 and all(0 <= i < len(tokenizer) for i in ids)
 
 
-def test_every_digit_is_its_own_token_so_coordinates_are_spelled_digit_by_digit(tokenizer):
-    digit_ids = {}
+def test_every_digit_is_its_own_token_in_a_qwen_style_tokenizer(qwen_style_tokenizer):
+    """Qwen2.5 spells numbers digit by digit; the model's coordinates must survive that."""
+    tokenizer = qwen_style_tokenizer
     for d in "0123456789":
-        ids = tokenizer(d, add_special_tokens=False)["input_ids"]
-        assert len(ids) == 1, d
-        digit_ids[d] = ids[0]
+        assert len(tokenizer(d, add_special_tokens=False)["input_ids"]) == 1, d
     coord = render_box(Box(0.309, 0.054, 0.523, 0.869))
     for context in (coord, f"at {coord}.", f"x{coord}y"):
         pieces = tokenizer.convert_ids_to_tokens(tokenizer(context, add_special_tokens=False)["input_ids"])
-        digits_in_text = [c for c in context if c.isdigit()]
-        digit_tokens = [p for p in pieces if any(c.isdigit() for c in p)]
-        assert digit_tokens == digits_in_text, (context, pieces)
+        assert [p for p in pieces if any(c.isdigit() for c in p)] == [c for c in context if c.isdigit()]
+
+
+def test_tiny_tokenizer_reads_a_coordinate_as_coarse_value_then_digits():
+    """``0.309`` is ``0.3 0 9``: one token for the first decimal, then one per further digit."""
+    tokenizer = tiny_tokenizer()
+    coord = render_box(Box(0.309, 0.054, 0.523, 1.0))
+    expected = ["0.3", "0", "9", "0.0", "5", "4", "0.5", "2", "3", "1.0", "0", "0"]
+    for context in (coord, f"at {coord}.", f"x{coord}y"):
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer(context, add_special_tokens=False)["input_ids"])
+        assert [p for p in pieces if any(c.isdigit() for c in p)] == expected, pieces
+    assert len(tokenizer(coord, add_special_tokens=False)["input_ids"]) == 17  # 4 x 3 digits + 5 marks
+    for value in ("0.0", "0.5", "1.0"):
+        assert len(tokenizer(value, add_special_tokens=False)["input_ids"]) == 1
+    for digit in "0123456789":
+        assert len(tokenizer(digit, add_special_tokens=False)["input_ids"]) == 1
+    # other numbers keep working: digits alone, "d.d" pairs whole
+    assert tokenizer.convert_ids_to_tokens(tokenizer("12 3.25", add_special_tokens=False)["input_ids"]) == [
+        "1", "2", "Ġ", "3.2", "5"
+    ]
 
 
 def test_the_shipped_tiny_tokenizer_equals_a_fresh_one_from_the_shapes_corpus():
