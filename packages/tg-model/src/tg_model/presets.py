@@ -81,7 +81,7 @@ PRESETS: dict[str, Preset] = {
         "tiny",
         "random init, small dims, a locally built tokenizer: CPUs, tests and the shapes world",
         TINY_TEXT,
-        encoder={"image_size": 64, "patch_size": 8, "width": 64, "depth": 2, "heads": 2},
+        encoder={"image_size": 64, "patch_size": 8, "width": 64, "depth": 2, "heads": 2, "pos_embed": "sincos"},
         object_grid=2,
         system_prompt=None,
         context_length=512,
