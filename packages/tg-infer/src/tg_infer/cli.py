@@ -62,8 +62,11 @@ def user_errors(fn: F) -> F:
 
 def _load(model: Path, device: str | None, dtype: str | None, threads: int | None, **kwargs: Any):
     import torch
+    from transformers.utils import logging as hf_logging
 
     from tg_infer.predictor import Predictor
+
+    hf_logging.disable_progress_bar()  # the CLI's output is the answer, not loading bars
 
     if threads is not None:
         if threads < 1:

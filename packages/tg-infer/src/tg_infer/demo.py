@@ -85,12 +85,14 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
         except InferError as e:
             raise gr.Error(str(e)) from None
 
-    def on_select(image, first, evt: gr.SelectData):
+    def on_select(image, first, evt):
         x, y = evt.index[0], evt.index[1]
         box, state = corner_click(image, first, x, y)
         if box is None:
             return gr.update(), state, gr.update()
         return gr.update(value=box), state, gr.update(value=MODES[1])
+
+    on_select.__annotations__ = {"evt": gr.SelectData}  # gradio passes the click where it sees this type
 
     with gr.Blocks(title="TinyGroundingGPT", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -101,7 +103,8 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
         corner = gr.State(None)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], elem_id="input-image")
+                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=360,
+                                 elem_id="input-image")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="mode")
                 with gr.Row():
                     region = gr.Textbox(label="Region x1,y1,x2,y2 (pixels)", placeholder="click two corners",
@@ -113,7 +116,8 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
                 gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
                 ask = gr.Button("Ask", variant="primary", elem_id="ask")
             with gr.Column():
-                drawn = gr.Image(type="pil", label="Answer with boxes", interactive=False, elem_id="answer-image")
+                drawn = gr.Image(type="pil", label="Answer with boxes", interactive=False, height=360, format="png",
+                                 elem_id="answer-image")
                 answer = gr.Textbox(label="Answer", interactive=False, lines=3, elem_id="answer")
                 boxes = gr.Markdown(elem_id="boxes")
         image.select(on_select, [image, corner], [region, corner, mode])

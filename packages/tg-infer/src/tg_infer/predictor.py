@@ -139,7 +139,10 @@ class Predictor:
                 height=image.height if image is not None else None,
             )
             encoded = self.encoder.encode(sample, image=image, for_generation=True)
-        except (SampleError, SampleRefused, CropError, ImageInputError) as e:
+        except SampleRefused as e:
+            code = "context_length_exceeded" if e.reason == "too_long" else "invalid_request"
+            raise InferError(str(e), code=code) from None
+        except (SampleError, CropError, ImageInputError) as e:
             raise InferError(str(e)) from None
         budget = self.context_length - encoded.length
         if request.max_new_tokens > budget:
