@@ -132,7 +132,7 @@ def test_region_as_coordinates_goes_into_the_question(predictor: Predictor, make
     from tg_infer.demo import answer_question
 
     image = make_image(80, 60, 21)
-    drawn, text, boxes = answer_question(predictor, image, "What is the object at <region>?", "Ask about a region",
+    drawn, text, _ = answer_question(predictor, image, "What is the object at <region>?", "Ask about a region",
                                          "10,10,50,40", "coordinates", MAX_NEW_TOKENS)
     coords = render_box(Box.from_pixels(10, 10, 50, 40, 80, 60))
     assert text == predictor.chat([("user", f"What is the object at {coords}?")], image,

@@ -43,7 +43,7 @@ def test_load_chooses_cpu_fp32_here_and_accepts_overrides(model_dir: Path) -> No
 
 
 def test_load_refuses_what_is_not_a_model(tmp_path: Path, model_dir: Path) -> None:
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         Predictor.load(tmp_path)
     with pytest.raises(InferError, match="unknown dtype"):
         Predictor.load(model_dir, dtype="fp8")
