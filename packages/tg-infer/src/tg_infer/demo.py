@@ -1,7 +1,7 @@
 """The web demo (the paper's Fig. 15): upload an image, ask, see the answer with its boxes drawn.
 
-A second mode asks about a region: click two corners on the image (or type ``x1,y1,x2,y2`` in
-pixels) and the region goes to the model as coordinate text or as an object image; write
+A second mode asks about a region: click two corners on the marking copy of the image (or type
+``x1,y1,x2,y2`` in pixels) and the region goes to the model as coordinate text or as an object image; write
 ``<region>`` in the question where it belongs (otherwise it is added at the end).
 """
 
@@ -16,7 +16,7 @@ from tg_data.coords import render_box
 from tg_data.schema import OBJECT_TOKEN, Role, Turn
 from tg_infer.answers import FoundBox, pixel_box
 from tg_infer.chat import parse_pixel_box
-from tg_infer.draw import draw_boxes
+from tg_infer.draw import draw_boxes, enlargement
 from tg_infer.errors import InferError
 from tg_infer.predictor import Predictor
 
@@ -74,6 +74,20 @@ def corner_click(image: Image.Image | None, first: Any, x: float, y: float) -> t
     return f"{min(x1, x2):.0f},{min(y1, y2):.0f},{max(x1, x2):.0f},{max(y1, y2):.0f}", None
 
 
+def mark_region(image: Image.Image | None, region: str) -> Image.Image | None:
+    """The picture to click corners on, enlarged like the answer's (``enlargement``), with the typed or
+    clicked region outlined. The browser reports clicks in this picture's pixels."""
+    if image is None:
+        return None
+    image = image.convert("RGB")
+    try:
+        box = parse_pixel_box(region, image.width, image.height) if region and region.strip() else None
+    except InferError:  # half-typed coordinates: show the plain picture until they make a box
+        box = None
+    marked = [FoundBox("", box, pixel_box(box, image.width, image.height))] if box is not None else []
+    return draw_boxes(image, marked)
+
+
 def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
     """The gradio app around ``predictor``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -86,7 +100,10 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
             raise gr.Error(str(e)) from None
 
     def on_select(image, first, evt):
-        x, y = evt.index[0], evt.index[1]
+        if image is None:
+            return gr.update(), None, gr.update()
+        scale = enlargement(image.width, image.height)
+        x, y = evt.index[0] / scale, evt.index[1] / scale
         box, state = corner_click(image, first, x, y)
         if box is None:
             return gr.update(), state, gr.update()
@@ -94,11 +111,14 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
 
     on_select.__annotations__ = {"evt": gr.SelectData}  # gradio passes the click where it sees this type
 
+    def on_upload(image):
+        return mark_region(image, ""), "", None
+
     with gr.Blocks(title="TinyGroundingGPT", analytics_enabled=False) as demo:
         gr.Markdown(
             "## TinyGroundingGPT\nUpload an image and ask about it: boxes in the answer are drawn on the image. "
-            f"To ask about a region, click two corners on the image (or type them) and write `{REGION}` "
-            "in the question."
+            f"To ask about a region, click two of its corners on the small copy (or type them) and write "
+            f"`{REGION}` in the question."
         )
         corner = gr.State(None)
         with gr.Row():
@@ -107,10 +127,13 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
                                  elem_id="input-image")
                 mode = gr.Radio(list(MODES), value=MODES[0], label="Mode", elem_id="mode")
                 with gr.Row():
-                    region = gr.Textbox(label="Region x1,y1,x2,y2 (pixels)", placeholder="click two corners",
-                                        elem_id="region")
-                    region_as = gr.Radio(list(REGION_AS), value=REGION_AS[0], label="Show the region as",
-                                         elem_id="region-as")
+                    marker = gr.Image(type="pil", label="Mark a region: click two corners", interactive=False,
+                                      height=200, format="png", elem_id="marker")
+                    with gr.Column():
+                        region = gr.Textbox(label="Region x1,y1,x2,y2 (pixels)", placeholder="click two corners",
+                                            elem_id="region")
+                        region_as = gr.Radio(list(REGION_AS), value=REGION_AS[0], label="Show the region as",
+                                             elem_id="region-as")
                 question = gr.Textbox(label="Question", lines=2, placeholder=EXAMPLE_QUESTIONS[1],
                                       elem_id="question")
                 gr.Examples([[q] for q in EXAMPLE_QUESTIONS], inputs=[question], label="Example questions")
@@ -120,7 +143,10 @@ def build_demo(predictor: Predictor, max_new_tokens: int = 256) -> Any:
                                  elem_id="answer-image")
                 answer = gr.Textbox(label="Answer", interactive=False, lines=3, elem_id="answer")
                 boxes = gr.Markdown(elem_id="boxes")
-        image.select(on_select, [image, corner], [region, corner, mode])
+        image.upload(on_upload, [image], [marker, region, corner])
+        image.clear(lambda: (None, "", None), None, [marker, region, corner])
+        marker.select(on_select, [image, corner], [region, corner, mode])
+        region.change(mark_region, [image, region], [marker])
         inputs = [image, question, mode, region, region_as]
         ask.click(on_ask, inputs, [drawn, answer, boxes])
         question.submit(on_ask, inputs, [drawn, answer, boxes])

@@ -19,11 +19,16 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def enlargement(width: int, height: int, min_side: int = MIN_SIDE) -> int:
+    """The whole factor that brings the longer side of a small picture to at least ``min_side``."""
+    return max(1, -(-min_side // max(width, height)))
+
+
 def draw_boxes(image: Image.Image, boxes: Sequence[FoundBox], min_side: int = MIN_SIDE) -> Image.Image:
     """A copy of ``image`` with each box outlined in its own colour and its label above it."""
     canvas = image.convert("RGB")
     width, height = canvas.size
-    scale = max(1, -(-min_side // max(width, height)))
+    scale = enlargement(width, height, min_side)
     canvas = canvas.resize((width * scale, height * scale), Image.Resampling.NEAREST) if scale > 1 else canvas.copy()
     draw = ImageDraw.Draw(canvas)
     font = _font(max(12, min(28, canvas.width // 32)))
