@@ -148,7 +148,10 @@ def test_batch_input_mistakes_name_the_line(model_dir: Path, tmp_path: Path) -> 
     src.write_text('{"id": "a", "prompt": "hi", "image": "gone.png"}\n')
     r = run("batch", src, tmp_path / "o.jsonl", "--model", model_dir)
     assert r.exit_code == 2 and "image gone.png not found" in r.stderr
-    assert not (tmp_path / "o.jsonl").exists()  # nothing half-done
+    src.write_text('{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "<object>?", "objects": [{"box": [0.5, 0.5, 0.2, 0.9]}]}\n')
+    r = run("batch", src, tmp_path / "o.jsonl", "--model", model_dir)
+    assert r.exit_code == 2 and f"{src}:2: id 'b'" in r.stderr and "x1 < x2" in r.stderr
+    assert not (tmp_path / "o.jsonl").exists()  # nothing half-done: mistakes are found before decoding
 
 
 def test_serve_command_runs_the_server(model_dir: Path) -> None:

@@ -92,14 +92,18 @@ def _done_ids(out: Path) -> tuple[set[str], bool]:
     return done, recovered
 
 
-def _request(item: _Item, image_root: Path, default_max_new_tokens: int, where: str) -> Request:
+def _request(item: _Item, image_root: Path, default_max_new_tokens: int, where: str, load: bool = True) -> Request:
+    """The item's request; with ``load=False`` the image is only checked to exist (a dry run)."""
     r = item.record
     try:
         turns = as_turns([{"role": "user", "content": r["prompt"]}] if "prompt" in r else r["messages"])
         image = None
         if r.get("image"):
             path = Path(r["image"])
-            image = open_image(path if path.is_absolute() else image_root / path)
+            path = path if path.is_absolute() else image_root / path
+            if not path.is_file():
+                raise InferError(f"image {r['image']} not found under {image_root}; pass --image-root")
+            image = open_image(path) if load else str(path)
         objects = tuple(
             o if o.show == Show.IMAGE.value else ObjectRef(o.box, Show.IMAGE.value, o.label, o.image, o.margin)
             for o in (ObjectRef.from_dict(d) for d in r.get("objects") or [])
@@ -132,11 +136,8 @@ def run_batch(
     src, out = Path(input_path), Path(output_path)
     root = Path(image_root) if image_root is not None else src.parent
     items = _read_items(src)
-    for item in items:  # a missing image is found before any work is done
-        image = item.record.get("image")
-        if image and not (Path(image) if Path(image).is_absolute() else root / image).is_file():
-            raise InferError(f"{src}:{item.line}: id {item.id!r}: image {image} not found under {root}; "
-                             "pass --image-root")
+    for item in items:  # every mistake is found before any work is done
+        _request(item, root, max_new_tokens, f"{src}:{item.line}", load=False)
     done, recovered = _done_ids(out)
     todo = [i for i in items if i.id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
