@@ -26,9 +26,12 @@ from tg_encoders.tower_base import (
     exactly_one_source,
     image_size_of,
     local_checkpoint,
+    set_patch_positions,
 )
 
-CLIP_SPEC_FIELDS = ("type", "name", "model", "arch", "image_size", "pretrained", "layer", "quick_gelu", "mean", "std")
+CLIP_SPEC_FIELDS = (
+    "type", "name", "model", "arch", "image_size", "pretrained", "layer", "quick_gelu", "mean", "std", "pos_embed",
+)
 # open_clip's own file names, in the order its loader prefers them.
 OPEN_CLIP_CHECKPOINT_NAMES = (
     "open_clip_model.safetensors",
@@ -125,6 +128,7 @@ def resolve_clip_spec(
     out["mean"] = list(spec.get("mean", tag_cfg.get("mean", CLIP_MEAN)))
     out["std"] = list(spec.get("std", tag_cfg.get("std", CLIP_STD)))
     out["name"] = spec.get("name") or out.get("model") or "clip"
+    out["pos_embed"] = spec.get("pos_embed", "learned")
     return out, {**arch, "image_size": out["image_size"]}, embed_dim
 
 
@@ -211,6 +215,7 @@ class CLIPTower(TowerBase):
         visual.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
         visual.attn_pool = None
         visual.attn_pool_contrastive = None
+        set_patch_positions(visual.positional_embedding, int(visual.grid_size[0]), resolved["pos_embed"], where)
         if load_weights and resolved["pretrained"]:
             path = None
             if resolved.get("model") is None or not get_pretrained_cfg(resolved["model"], resolved["pretrained"]):

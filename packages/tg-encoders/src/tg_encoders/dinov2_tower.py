@@ -25,9 +25,10 @@ from tg_encoders.tower_base import (
     exactly_one_source,
     image_size_of,
     local_checkpoint,
+    set_patch_positions,
 )
 
-DINOV2_SPEC_FIELDS = ("type", "name", "model", "arch", "image_size", "pretrained", "layer", "mean", "std")
+DINOV2_SPEC_FIELDS = ("type", "name", "model", "arch", "image_size", "pretrained", "layer", "mean", "std", "pos_embed")
 DINOV2_ARCH_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "reg_tokens", "mlp_ratio", "init_values")
 TIMM_CHECKPOINT_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pth", "pytorch_model.pth")
 # timm entry points whose DINOv2 layout (layer scale, class token, registers) small arches reuse.
@@ -101,6 +102,7 @@ def resolve_dinov2_spec(
     out["mean"] = list(spec.get("mean", default_mean))
     out["std"] = list(spec.get("std", default_std))
     out["name"] = spec.get("name") or out.get("model") or "dinov2"
+    out["pos_embed"] = spec.get("pos_embed", "learned")
     kwargs.update(img_size=out["image_size"], num_classes=0)
     return out, timm_name, kwargs
 
@@ -135,6 +137,8 @@ class DINOv2Tower(TowerBase):
         depth = len(model.blocks)
         index = block_index(resolved["layer"], depth, where)
         model.prune_intermediate_layers(indices=[index], prune_norm=False, prune_head=True)
+        if not pretrained:
+            set_patch_positions(model.pos_embed, int(model.patch_embed.grid_size[0]), resolved["pos_embed"], where)
         self.model = model
         self.image_size = resolved["image_size"]
         self.patch_size = int(model.patch_embed.patch_size[0])

@@ -123,15 +123,19 @@ def build_encoder(
 
 
 def tiny_encoder_specs(
-    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2
+    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2,
+    pos_embed: str = "learned",
 ) -> list[dict[str, Any]]:
-    """A tiny random CLIP-like + DINOv2-like pair with the same grid, for the ``tiny`` preset and tests."""
+    """A tiny random CLIP-like + DINOv2-like pair with the same grid, for the ``tiny`` preset and tests.
+
+    ``pos_embed="sincos"`` gives both towers fixed 2D sine-cosine patch positions instead of
+    untrained random ones, so patch features say where they are, as pretrained towers' do.
+    """
     if image_size % patch_size:
         raise TowerSpecError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
-    return [
-        tiny_clip_spec(image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads),
-        tiny_dinov2_spec(image_size=image_size, patch_size=patch_size, width=width, depth=depth, heads=heads),
-    ]
+    arch = {"image_size": image_size, "patch_size": patch_size, "width": width, "depth": depth, "heads": heads,
+            "pos_embed": pos_embed}
+    return [tiny_clip_spec(**arch), tiny_dinov2_spec(**arch)]
 
 
 def real_encoder_specs(

@@ -87,6 +87,38 @@ class TowerBase(nn.Module):
         }
 
 
+POS_EMBED_MODES = ("learned", "sincos")
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2D sine-cosine positions (MAE style), ``(grid * grid, dim)`` in row-major patch order."""
+    if dim % 4:
+        raise TowerSpecError(f"sincos positions need a width divisible by 4, got {dim}")
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    xs, ys = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega
+    return torch.cat([xs.sin(), xs.cos(), ys.sin(), ys.cos()], dim=1)
+
+
+def set_patch_positions(table: torch.Tensor, grid: int, mode: str, where: str) -> None:
+    """Overwrite the patch rows (the last grid**2) of a position table for ``mode = "sincos"``.
+
+    For random small towers (the ``tiny`` preset) whose learned positions were never trained,
+    fixed sine-cosine positions make where a patch lies readable from its features, as it is in
+    pretrained towers. Loaded weights replace them like any other parameter.
+    """
+    if mode not in POS_EMBED_MODES:
+        raise TowerSpecError(f"{where}: pos_embed must be one of {list(POS_EMBED_MODES)}, got {mode!r}")
+    if mode != "sincos" or table.is_meta:
+        return
+    with torch.no_grad():
+        rows = table.reshape(-1, table.shape[-1])
+        rows[rows.shape[0] - grid * grid :] = sincos_2d(grid, rows.shape[-1]).to(rows.dtype)
+        if rows.shape[0] > grid * grid:
+            rows[: rows.shape[0] - grid * grid] = 0
+
+
 def _three_floats(values: Sequence[float], what: str) -> tuple[float, float, float]:
     out = tuple(float(v) for v in values)
     if len(out) != 3:

@@ -73,7 +73,8 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def tiny_clip_spec(
-    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2, layer: int = -2
+    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2, layer: int = -2,
+    pos_embed: str = "learned",
 ) -> dict[str, Any]:
     """A small random CLIP-like tower (same layout as ViT-L/14-336, penultimate block by default)."""
     if width % heads:
@@ -85,11 +86,13 @@ def tiny_clip_spec(
         "image_size": image_size,
         "pretrained": None,
         "layer": layer,
+        "pos_embed": pos_embed,
     }
 
 
 def tiny_dinov2_spec(
-    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2, reg_tokens: int = 0
+    image_size: int = 64, patch_size: int = 8, width: int = 64, depth: int = 2, heads: int = 2, reg_tokens: int = 0,
+    pos_embed: str = "learned",
 ) -> dict[str, Any]:
     """A small random DINOv2-like tower (layer scale, CLS token, optional registers, final norm)."""
     return {
@@ -104,6 +107,7 @@ def tiny_dinov2_spec(
         },
         "image_size": image_size,
         "pretrained": None,
+        "pos_embed": pos_embed,
     }
 
 

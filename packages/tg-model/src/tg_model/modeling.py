@@ -78,6 +78,10 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
             self.encoder.hidden_size, config.projector_hidden_size or width, width, config.projector_act
         )
         self.post_init()
+        media_ids = [t for t in (config.image_token_id, config.object_token_id) if t is not None]
+        if media_ids and self.generation_config is not None:
+            # a generated placeholder would have no features behind it (and breaks re-encoding without a cache)
+            self.generation_config.suppress_tokens = media_ids
 
     # plumbing the LLM's embeddings through --------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -217,3 +221,6 @@ def register_auto_classes() -> None:
         AutoConfig.register(MODEL_TYPE, TinyGroundingGPTConfig)
     with contextlib.suppress(ValueError):
         AutoModelForCausalLM.register(TinyGroundingGPTConfig, TinyGroundingGPTForCausalLM)
+
+
+register_auto_classes()  # importing the model makes saved directories loadable through the Auto classes

@@ -81,7 +81,7 @@ PRESETS: dict[str, Preset] = {
         "tiny",
         "random init, small dims, a locally built tokenizer: CPUs, tests and the shapes world",
         TINY_TEXT,
-        encoder={"image_size": 64, "patch_size": 8, "width": 64, "depth": 2, "heads": 2},
+        encoder={"image_size": 64, "patch_size": 8, "width": 64, "depth": 2, "heads": 2, "pos_embed": "sincos"},
         object_grid=2,
         system_prompt=None,
         context_length=512,
@@ -167,15 +167,17 @@ def build_model(
         text_config["pad_token_id"] = tokenizer.pad_token_id
         text_config["eos_token_id"] = tokenizer.convert_tokens_to_ids(IM_END)
 
+    preset_fields = {
+        "object_grid": p.object_grid,
+        "system_prompt": p.system_prompt,
+        "context_length": p.context_length,
+        "image_token_id": tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[0]) if tokenizer is not None else None,
+        "object_token_id": tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[1]) if tokenizer is not None else None,
+    }
     config = TinyGroundingGPTConfig(
         text_config=text_config,
         encoder_specs=[{**s, "pretrained": None} for s in specs],
-        object_grid=p.object_grid,
-        system_prompt=p.system_prompt,
-        context_length=p.context_length,
-        image_token_id=tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[0]) if tokenizer is not None else None,
-        object_token_id=tokenizer.convert_tokens_to_ids(MEDIA_TOKENS[1]) if tokenizer is not None else None,
-        **config_overrides,
+        **{**preset_fields, **config_overrides},  # an override replaces the preset's value
     )
     encoder = build_encoder(specs, load_weights=load_weights and p.is_real, resample=config.encoder_resample)
     if p.is_real and load_weights:

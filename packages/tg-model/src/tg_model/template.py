@@ -100,11 +100,14 @@ class ChatTemplate:
             n_img, n_obj = n_img + i, n_obj + o
             supervised = turn.role == Role.ASSISTANT
             body = [*content, self.im_end]
+            if i or o:  # just past this turn's last image/object row
+                last = max(k for k, t in enumerate(content) if t in (self.image_token_id, self.object_token_id))
+                media_end = len(ids) + len(header) + last + 1
             ids += header + body + self._newline
-            labels += [IGNORE_INDEX] * len(header) + (body if supervised else [IGNORE_INDEX] * len(body))
+            # placeholders are inputs only: their rows become features, never prediction targets
+            body_labels = [IGNORE_INDEX if t in (self.image_token_id, self.object_token_id) else t for t in body]
+            labels += [IGNORE_INDEX] * len(header) + (body_labels if supervised else [IGNORE_INDEX] * len(body))
             labels += [IGNORE_INDEX] * len(self._newline)
-            if i or o:
-                media_end = len(ids)
         if add_generation_prompt:
             header = self._headers[Role.ASSISTANT]
             ids += header

@@ -103,8 +103,11 @@ def write_shapes_dataset(
     mix: TaskMix | None = None,
     pope_splits: tuple[str, ...] = ("val", "test"),
     progress: bool = False,
+    split_mixes: dict[str, TaskMix] | None = None,
 ) -> dict[str, Any]:
     """Render and write a dataset; returns the manifest (also written to ``OUT/manifest.json``).
+
+    ``split_mixes`` gives some splits their own task mix (e.g. multi-round REC for training only).
 
     Streams: images and samples go to disk scene by scene, so memory holds only the scene truth.
     """
@@ -126,7 +129,8 @@ def write_shapes_dataset(
             iterator = track(iterator, total=n, description=f"shapes {split}")
         written: list[Scene] = []
         samples = _split_samples(
-            fs, root, split, iterator, seed, config, mix, vocabulary if split in pope_splits else None, written
+            fs, root, split, iterator, seed, config, (split_mixes or {}).get(split, mix),
+            vocabulary if split in pope_splits else None, written,
         )
         c.samples = write_parquet(_counted(samples, c), f"{out.rstrip('/')}/{split}.parquet")
         c.scenes = len(written)

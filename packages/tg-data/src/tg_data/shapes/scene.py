@@ -50,6 +50,8 @@ class ShapesConfig:
     textured: float = 0.5  # probability of a textured background
     gap: float = 0.03  # minimal empty space between shapes, fraction of the shorter side
     next_to: float = 0.12  # boxes closer than this (fraction of the padded side) are "next to"
+    # side of each size's box as a fraction of the shorter image side (default: SIZES)
+    size_ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(SIZES))
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_shapes <= self.max_shapes:
@@ -63,6 +65,13 @@ class ShapesConfig:
             unknown = set(values) - set(known)
             if unknown or not values:
                 raise ValueError(f"shapes config {name}: unknown {sorted(unknown)} (known: {list(known)})")
+        for name in self.sizes:
+            lo, hi = self.size_ranges.get(name, (0.0, 0.0))
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(
+                    f"shapes config size_ranges[{name!r}] must be (lo, hi) with 0 < lo <= hi <= 1, "
+                    f"got {self.size_ranges.get(name)}"
+                )
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {self.image_size}")
 
@@ -148,7 +157,7 @@ def generate_scene(scene_id: str, rng: np.random.Generator, config: ShapesConfig
         size = str(rng.choice(config.sizes))
         if (kind, colour, size) in used:
             continue
-        lo, hi = SIZES[size]
+        lo, hi = config.size_ranges[size]
         side = float(rng.uniform(lo, hi)) * short
         w = side * (float(rng.uniform(0.85, 1.15)) if kind in ("triangle", "diamond") else 1.0)
         h = side

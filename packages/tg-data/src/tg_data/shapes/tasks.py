@@ -66,7 +66,13 @@ class TaskMix:
         }
     )
 
+    # REC samples ask about up to this many objects of the scene, one round each: the image is
+    # read once for several answers (training throughput); 1 gives the benchmark's single question
+    rec_rounds: int = 1
+
     def __post_init__(self) -> None:
+        if self.rec_rounds < 1:
+            raise ValueError(f"rec_rounds must be >= 1, got {self.rec_rounds}")
         unknown = set(self.counts) - set(EMITTERS)
         if unknown:
             raise ValueError(f"unknown shapes tasks {sorted(unknown)}; known: {sorted(EMITTERS)}")
@@ -78,6 +84,7 @@ class _Ctx:
     image: str
     rng: np.random.Generator
     config: ShapesConfig
+    rec_rounds: int = 1
 
     def sample(self, task: str, n: int, turns: list[Turn], objects: list[ObjectRef], **meta: object) -> Sample:
         return Sample(
@@ -124,6 +131,9 @@ def caption(ctx: _Ctx, n: int) -> list[Sample]:
 
 
 def rec(ctx: _Ctx, n: int) -> list[Sample]:
+    """Expression -> coordinates; with ``rec_rounds > 1`` several objects, one round each."""
+    if ctx.rec_rounds > 1:
+        return [_rec_rounds(ctx, k) for k in range(n)]
     out = []
     for k, i in enumerate(ctx.order(len(ctx.scene.shapes))[:n]):
         expr = choose_expression(ctx.scene, i, ctx.rng, ctx.config)
@@ -131,6 +141,19 @@ def rec(ctx: _Ctx, n: int) -> list[Sample]:
         turns = _ask(REC_PROMPT.format(expression=expr.text()), ctx.coord(i))
         out.append(ctx.sample(Task.REC, k, turns, [obj], target=i, expression=expr.to_dict()))
     return out
+
+
+def _rec_rounds(ctx: _Ctx, k: int) -> Sample:
+    targets = ctx.order(len(ctx.scene.shapes))[: ctx.rec_rounds]
+    exprs = [choose_expression(ctx.scene, i, ctx.rng, ctx.config) for i in targets]
+    turns: list[Turn] = []
+    for r, (i, expr) in enumerate(zip(targets, exprs, strict=True)):
+        question = REC_PROMPT.format(expression=expr.text())
+        turns += [Turn("user", f"{IMAGE_TOKEN}\n{question}" if r == 0 else question), Turn("assistant", ctx.coord(i))]
+    objects = [ObjectRef(ctx.scene.box(i), Show.COORD.value, label=e.text()) for i, e in zip(targets, exprs, strict=True)]
+    return ctx.sample(
+        Task.REC, k, turns, objects, target=targets, expression=[e.to_dict() for e in exprs], rounds=len(targets)
+    )
 
 
 def reg(ctx: _Ctx, n: int) -> list[Sample]:
@@ -291,9 +314,10 @@ def scene_samples(
     scene: Scene, image: str, rng: np.random.Generator, config: ShapesConfig, mix: TaskMix | None = None
 ) -> list[Sample]:
     """All samples one scene yields under ``mix``, in task order."""
-    ctx = _Ctx(scene, image, rng, config)
+    mix = mix or TaskMix()
+    ctx = _Ctx(scene, image, rng, config, mix.rec_rounds)
     out: list[Sample] = []
-    for task, count in (mix or TaskMix()).counts.items():
+    for task, count in mix.counts.items():
         if count > 0 and scene.shapes:
             out.extend(EMITTERS[task](ctx, count))
     return out
