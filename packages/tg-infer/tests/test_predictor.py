@@ -151,3 +151,9 @@ def test_placeholder_is_added_once_to_the_first_user_turn(make_image) -> None:
     turns = r.with_image_placeholder()
     assert [t.text for t in turns] == ["Be brief.", "<image>\nHi", "Hello", "Where?"]
     assert turns[1].role == Role.USER
+
+
+def test_describe_asks_what_the_shapes_world_teaches() -> None:
+    from tg_data.shapes.tasks import DESC_PROMPT
+
+    assert DESCRIBE_PROMPT == DESC_PROMPT
