@@ -64,36 +64,85 @@ def _name(name: str | None, path: Path) -> str:
     return name or path.stem
 
 
+ModelDir = Annotated[Path | None, typer.Option("--model", help="A model directory to run first (needs the model extra): answers are appended to the predictions file as they finish (a rerun skips done ids), then scored.")]
+ImageRoot = Annotated[Path | None, typer.Option(help="Folder the ground truth's image paths start from (default: the file's folder).")]
+BatchSize = Annotated[int, typer.Option(help="Requests decoded together when running a model.")]
+Device = Annotated[str | None, typer.Option(help="Device for --model: cpu, cuda, cuda:N (default: cuda if available).")]
+Dtype = Annotated[str | None, typer.Option(help="Precision for --model: fp32, bf16, fp16 (default: bf16 on GPUs that support it).")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for --model (default: torch's choice).")]
+
+
+def _generate(
+    requests: list,
+    out: Path,
+    model: Path,
+    batch_size: int,
+    device: str | None,
+    dtype: str | None,
+    threads: int | None,
+    description: str,
+) -> None:
+    """Answer ``requests`` with the model at ``model``, appending to ``out``; ids already there are skipped."""
+    from tg_eval.model import ModelPredictor
+    from tg_eval.predictor import generate_predictions
+
+    predictor = ModelPredictor.load(model, device=device, dtype=dtype, batch_size=batch_size, threads=threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats = generate_predictions(predictor, requests, out, batch_size, progress=True, description=description)
+    note = " (a line cut off by an earlier run was dropped and redone)" if stats.recovered_partial_line else ""
+    typer.echo(f"{stats.generated} generated, {stats.skipped} already in {out}, {stats.total} in all{note}")
+
+
+def _default_out(model: Path, bench: str, label: str) -> Path:
+    return Path("runs") / "eval" / f"{model.name}-{bench}-{label}.jsonl"
+
+
 @app.command()
 @user_errors
 def rec(
-    predictions: Annotated[Path, typer.Option(help="JSON Lines {id, text}: the model's answers.")],
+    predictions: Annotated[Path | None, typer.Option(help="JSON Lines {id, text}: the model's answers (with --model: where they are written).")] = None,
     truth: Annotated[Path | None, typer.Option(help="Ground-truth samples (.jsonl or .parquet) with task 'rec'.")] = None,
     shapes: Annotated[Path | None, typer.Option(help="A shapes-world dataset directory (its held-out split).")] = None,
     split: Annotated[str, typer.Option(help="Shapes split to score.")] = "test",
     threshold: Annotated[float, typer.Option(help="IoU needed for a hit.")] = 0.5,
     json_out: JsonOut = None,
     name: Name = None,
+    model: ModelDir = None,
+    image_root: ImageRoot = None,
+    batch_size: BatchSize = 16,
+    device: Device = None,
+    dtype: Dtype = None,
+    threads: Threads = None,
 ) -> None:
-    """REC accuracy at IoU >= 0.5 in original-image pixels, per split."""
+    """REC accuracy at IoU >= 0.5 in original-image pixels, per split (running --model first if given)."""
     from tg_data.io import read_samples
     from tg_eval.predictions import read_predictions
+    from tg_eval.predictor import GenerationRequest
     from tg_eval.rec import rec_targets, score_rec
-    from tg_eval.shapes import shapes_samples
+    from tg_eval.shapes import REC_MAX_NEW_TOKENS, shapes_samples
 
     source = _one_of(truth=truth, shapes=shapes)
     if source == "truth":
-        targets = rec_targets(read_samples(str(truth)))
+        samples = [s for s in read_samples(str(truth)) if s.task == "rec"]
+        root, label, default_split = image_root or truth.parent, truth.stem, "all"  # type: ignore[union-attr]
     else:
-        targets = rec_targets(shapes_samples(shapes, split, "rec"), default_split=f"shapes-{split}")  # type: ignore[arg-type]
+        samples = shapes_samples(shapes, split, "rec")  # type: ignore[arg-type]
+        root, label, default_split = shapes, f"shapes-{split}", f"shapes-{split}"
+    if model is not None:
+        predictions = predictions or _default_out(model, "rec", label)
+        requests = [GenerationRequest.from_sample(s, str(root), max_new_tokens=REC_MAX_NEW_TOKENS) for s in samples]
+        _generate(requests, predictions, model, batch_size, device, dtype, threads, "rec")
+    elif predictions is None:
+        raise EvalError("give --predictions FILE (or --model DIR to generate the predictions first)")
+    targets = rec_targets(samples, default_split=default_split)
     result = score_rec(targets, read_predictions(predictions), _name(name, predictions), threshold)
-    _emit(result, json_out, {"predictions": predictions, "truth": truth, "shapes": shapes})
+    _emit(result, json_out, {"predictions": predictions, "truth": truth, "shapes": shapes, "model": model})
 
 
 @app.command()
 @user_errors
 def pope(
-    answers: Annotated[Path, typer.Option(help="JSON Lines {question_id, text}, keyed by the question file's ids.")],
+    answers: Annotated[Path | None, typer.Option(help="JSON Lines {question_id, text}, keyed by the question file's ids (with --model: where they are written).")] = None,
     questions: Annotated[Path | None, typer.Option(help="LLaVA-style question file with a 'category' field.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Directory with coco_pope_{random,popular,adversarial}.json.")] = None,
     shapes: Annotated[Path | None, typer.Option(help="A shapes-world dataset directory instead of --questions/--labels.")] = None,
@@ -103,25 +152,51 @@ def pope(
     suffix: Annotated[list[str] | None, typer.Option(help="A prompt suffix to strip from questions (repeatable); LLaVA's short-answer instruction is always stripped.")] = None,
     json_out: JsonOut = None,
     name: Name = None,
+    model: ModelDir = None,
+    image_root: Annotated[Path | None, typer.Option(help="Folder of the question file's images (with --model).")] = None,
+    batch_size: BatchSize = 16,
+    device: Device = None,
+    dtype: Dtype = None,
+    threads: Threads = None,
 ) -> None:
-    """POPE accuracy, precision, recall, F1 and yes-ratio per category, joined by question identity."""
+    """POPE accuracy, precision, recall, F1 and yes-ratio per category, joined by question identity
+    (running --model first if given)."""
     from tg_eval.pope import pope_from_samples, read_pope_labels, read_pope_questions, score_pope
     from tg_eval.predictions import read_predictions
+    from tg_eval.predictor import GenerationRequest
     from tg_eval.questions import DEFAULT_SUFFIXES, POPE_SPELLING_FIXES
-    from tg_eval.shapes import shapes_samples
+    from tg_eval.shapes import POPE_MAX_NEW_TOKENS, shapes_samples
 
     if shapes is not None:
         if questions is not None or labels is not None:
             raise EvalError("give either --shapes or --questions with --labels, not both")
-        qs, ls = pope_from_samples(shapes_samples(shapes, split, "pope"))
+        samples = shapes_samples(shapes, split, "pope")
+        qs, ls = pope_from_samples(samples)
+        requests = [GenerationRequest.from_sample(s, str(shapes), max_new_tokens=POPE_MAX_NEW_TOKENS) for s in samples]
+        label = f"shapes-{split}"
     else:
         if questions is None or labels is None:
             raise EvalError("give --questions and --labels (or --shapes DIR)")
         qs, ls = read_pope_questions(questions), read_pope_labels(labels, label_prefix)
+        root = image_root or questions.parent
+        requests = [GenerationRequest(id=q.id, prompt=f"<image>\n{q.text}", image=str(root / q.image),
+                                      max_new_tokens=POPE_MAX_NEW_TOKENS) for q in qs]
+        label = questions.stem
+        if model is not None:
+            missing = [r.image for r in requests if not Path(str(r.image)).is_file()]
+            if missing:
+                raise EvalError(f"{len(missing)} question image(s) not found under {root}, e.g. {missing[0]}; "
+                                "pass --image-root")
+    if model is not None:
+        answers = answers or _default_out(model, "pope", label)
+        _generate(requests, answers, model, batch_size, device, dtype, threads, "pope")
+    elif answers is None:
+        raise EvalError("give --answers FILE (or --model DIR to generate the answers first)")
     suffixes = (*DEFAULT_SUFFIXES, *(suffix or []))
     result = score_pope(qs, ls, read_predictions(answers), _name(name, answers), suffixes,
                         None if exact_text else POPE_SPELLING_FIXES)
-    _emit(result, json_out, {"answers": answers, "questions": questions, "labels": labels, "shapes": shapes})
+    _emit(result, json_out, {"answers": answers, "questions": questions, "labels": labels, "shapes": shapes,
+                             "model": model})
 
 
 @app.command()
@@ -286,6 +361,45 @@ def retrieval(
 
     result = score_retrieval(load_similarity(sim), protocol, _name(name, sim), captions_per_image)
     _emit(result, json_out, {"sim": sim, "protocol": protocol})
+
+
+RUNNABLE = ("rec", "pope")
+
+
+@app.command()
+@user_errors
+def run(
+    bench: Annotated[str, typer.Argument(help="Benchmark to run: rec or pope.")],
+    model: Annotated[Path, typer.Option("--model", help="Model directory (save_pretrained output); needs the model extra.")],
+    predictions: Annotated[Path | None, typer.Option(help="Where answers are appended (default: runs/eval/<model>-<bench>-<data>.jsonl); a rerun skips done ids.")] = None,
+    shapes: Annotated[Path | None, typer.Option(help="A shapes-world dataset directory (its held-out split).")] = None,
+    split: Annotated[str, typer.Option(help="Shapes split.")] = "test",
+    truth: Annotated[Path | None, typer.Option(help="rec: ground-truth samples (.jsonl or .parquet).")] = None,
+    questions: Annotated[Path | None, typer.Option(help="pope: LLaVA-style question file.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="pope: directory with coco_pope_{random,popular,adversarial}.json.")] = None,
+    image_root: ImageRoot = None,
+    batch_size: BatchSize = 16,
+    device: Device = None,
+    dtype: Dtype = None,
+    threads: Threads = None,
+    json_out: JsonOut = None,
+    name: Name = None,
+) -> None:
+    """Run a model on a benchmark (batched, resumable, with a progress bar), then score it."""
+    if bench not in RUNNABLE:
+        raise EvalError(f"tg-eval run takes one of {list(RUNNABLE)}, not {bench!r}; other benchmarks are scored "
+                        "from prediction files")
+    common = {"split": split, "json_out": json_out, "name": name, "model": model, "image_root": image_root,
+              "batch_size": batch_size, "device": device, "dtype": dtype, "threads": threads}
+    if bench == "rec":
+        if questions is not None or labels is not None:
+            raise EvalError("rec takes --shapes or --truth, not --questions/--labels")
+        rec(predictions=predictions, truth=truth, shapes=shapes, threshold=0.5, **common)
+    else:
+        if truth is not None:
+            raise EvalError("pope takes --shapes or --questions with --labels, not --truth")
+        pope(answers=predictions, questions=questions, labels=labels, shapes=shapes, label_prefix="coco",
+             exact_text=False, suffix=None, **common)
 
 
 @app.command()
