@@ -228,29 +228,30 @@ class Collator:
         }
 
     def pad(self, samples: list[EncodedSample]) -> dict:
+        """Right padding. Causal attention never looks right, so real tokens never see the padding
+        and no attention mask is needed: attention takes its fast causal path."""
         if not samples:
-            return {"input_ids": None}
+            return {"input_ids": None, "n_tokens": 0}
         length = max(s.length for s in samples)
         n = len(samples)
         input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((n, length), dtype=torch.long)
         for r, s in enumerate(samples):
             input_ids[r, : s.length] = s.input_ids
             labels[r, : s.length] = s.labels
-            attention_mask[r, : s.length] = 1
         return {
             "input_ids": input_ids,
             "labels": labels,
-            "attention_mask": attention_mask,
+            "attention_mask": None,
             "position_ids": None,
+            "n_tokens": sum(s.length for s in samples),
             **self._media([[s] for s in samples]),
         }
 
     def pack(self, samples: list[EncodedSample]) -> dict:
         """Several samples per row; position ids restart at each sample so no attention crosses them."""
         if not samples:
-            return {"input_ids": None}
+            return {"input_ids": None, "n_tokens": 0}
         rows = [[samples[i] for i in row] for row in pack_rows([s.length for s in samples], self.max_length)]
         length = max(sum(s.length for s in row) for row in rows)
         n = len(rows)
@@ -271,5 +272,6 @@ class Collator:
             "labels": labels,
             "attention_mask": None,
             "position_ids": position_ids,
+            "n_tokens": sum(s.length for s in samples),
             **self._media(rows),
         }

@@ -103,10 +103,7 @@ def _micro_step(engine: Any, batch: dict[str, Any], device: torch.device, dtype:
     loss = engine(**inputs).loss
     engine.backward(loss)
     engine.step()
-    tokens = int(batch["attention_mask"].sum()) if batch.get("attention_mask") is not None else int(
-        (batch["labels"] != -100).numel() - (batch["input_ids"] == pad_id).sum()
-    )
-    return float(loss.detach()), tokens
+    return float(loss.detach()), int(batch["n_tokens"])
 
 
 def _all_mean(values: list[float], device: torch.device) -> float:
