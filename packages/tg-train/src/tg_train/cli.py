@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from tg_data.io import DataError
 from tg_train.recipe import RecipeError, load_recipe, shipped_recipes
 
 app = typer.Typer(
@@ -21,6 +22,13 @@ SetOption = Annotated[
 ]
 
 
+# The deepspeed launcher appends --local_rank=N to the command (unless given --no_local_rank); the
+# rank comes from the environment it also sets, so the option is accepted and ignored.
+LocalRankOption = Annotated[int, typer.Option("--local_rank", "--local-rank", hidden=True)]
+
+USER_ERRORS = (RecipeError, DataError, FileNotFoundError)
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -30,6 +38,7 @@ def _fail(message: str) -> None:
 def run(
     recipe: Annotated[str, typer.Argument(help="A recipe file or the name of a shipped recipe.")],
     set_: SetOption = None,
+    local_rank: LocalRankOption = -1,
 ) -> None:
     """Train one stage."""
     from tg_train.trainer import train
@@ -37,7 +46,7 @@ def run(
     try:
         r = load_recipe(recipe, set_ or [])
         result = train(r)
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     typer.echo(f"done: {result.global_step} steps, final loss {result.final_loss:.4f}, export {result.export_dir}")
@@ -47,13 +56,14 @@ def run(
 def pipeline(
     path: Annotated[str, typer.Argument(help="A pipeline file or the name of a shipped pipeline.")],
     set_: SetOption = None,
+    local_rank: LocalRankOption = -1,
 ) -> None:
     """Train the stages of a pipeline one after another."""
     from tg_train.pipeline import load_pipeline, run_pipeline
 
     try:
         results = run_pipeline(load_pipeline(path, set_ or []))
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     for r in results:
@@ -94,13 +104,14 @@ def quickstart(
         float, typer.Option(help="Shrink data and steps by this factor (e.g. 0.05 for a smoke run).")
     ] = 1.0,
     threads: Annotated[int | None, typer.Option(help="CPU threads for evaluation.")] = None,
+    local_rank: LocalRankOption = -1,
 ) -> None:
     """The main job: shapes world, stages 1 -> 2 -> 3 on the tiny preset, REC on held-out scenes."""
     from tg_train.quickstart import results_table, run_quickstart
 
     try:
         results = run_quickstart("quickstart", set_ or [], scale=scale, threads=threads)
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     if results:
@@ -109,3 +120,7 @@ def quickstart(
 
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m tg_train.cli`` (e.g. ``deepspeed --module``)
+    main()

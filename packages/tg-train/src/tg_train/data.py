@@ -138,7 +138,9 @@ def plan_epoch(
 
     With grouping, as LLaVA's modality-length sampler: shuffle, cut into mega-batches of one
     optimiser step, sort each by length, so a micro-batch holds samples of similar length and one
-    modality. The last step is completed by wrapping around to the epoch's start.
+    modality. Each modality's short tail mega-batch goes last (as LLaVA's leftover batch does), so
+    only the final step can mix modalities. The last step is completed by wrapping around to the
+    epoch's start.
     """
     rng = np.random.default_rng([seed, epoch, 31])
     n = len(lengths)
@@ -148,13 +150,17 @@ def plan_epoch(
         mm = [int(i) for i in order if multimodal[i]]
         text = [int(i) for i in order if not multimodal[i]]
         megas: list[list[int]] = []
+        tails: list[int] = []
         for group in (mm, text):
             for k in range(0, len(group), step):
                 mega = sorted(group[k : k + step], key=lambda i: -lengths[i])
-                megas.append(mega)
-        # steps in random order; a modality's tail mega-batch may be short: batches are cut after
+                if len(mega) == step:
+                    megas.append(mega)
+                else:  # a short mega-batch inside the order would shift every later batch's boundary
+                    tails += mega
         mega_order = rng.permutation(len(megas))
         flat = [i for m in mega_order for i in megas[m]]
+        flat += sorted(tails, key=lambda i: -lengths[i])
     else:
         flat = [int(i) for i in order]
     total = math.ceil(len(flat) / step) * step

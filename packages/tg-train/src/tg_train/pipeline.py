@@ -112,7 +112,10 @@ def stage_recipe(pipeline: Pipeline, index: int, extra: list[str] | None = None,
     """The stage's recipe with the pipeline's variables, output directory and starting model filled in."""
     entry = pipeline.stages[index]
     path = resolve_recipe_path(entry.recipe)
-    table = tomllib.loads(path.read_text())
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML ({e})") from None
     variables = {"output_dir": pipeline.output_dir, "data": str(pipeline.data_dir)}
     if index > 0:
         variables["prev"] = str(pipeline.stage_dir(index - 1) / "export")
@@ -173,6 +176,8 @@ def run_pipeline(pipeline: Pipeline, extra: list[str] | None = None) -> list[Any
     from tg_train.engine import init_distributed
     from tg_train.trainer import train
 
+    for index in range(len(pipeline.stages)):  # unknown keys and wrong types: fail before any training
+        stage_recipe(pipeline, index, extra, check_files=False)
     dist = init_distributed()
     if dist.is_main:
         generate_shapes(pipeline)

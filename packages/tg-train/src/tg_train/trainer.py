@@ -117,11 +117,30 @@ def _all_mean(values: list[float], device: torch.device) -> float:
     return float(t[0] / t[1]) if t[1] > 0 else float("nan")
 
 
+def _all_counts(counts: Counter[str]) -> dict[str, int]:
+    """Counts summed over ranks; ranks may have seen different reasons, so the keys are gathered first."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return {k: int(v) for k, v in sorted(counts.items())}
+    gathered: list[dict[str, int] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, dict(counts))
+    total: Counter[str] = Counter()
+    for part in gathered:
+        total.update(part or {})
+    return {k: int(v) for k, v in sorted(total.items())}
+
+
 def _all_sum(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
     return float(t[0])
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= last_step]
+    if len(kept) != len(records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = "") -> TrainResult:
@@ -171,6 +190,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     if resume is not None:
         state = load_checkpoint(engine, resume, d.rank)
         log.info(f"resumed from {resume} at step {state.global_step}")
+    if d.is_main:  # records past the resumed step (or of an earlier run) would be logged twice
+        _truncate_metrics(out_dir / "metrics.jsonl", state.global_step)
     log.info(
         f"{recipe.name or 'recipe'}: {len(samples)} samples from {len(sources)} source(s), {d.world} rank(s), "
         f"{steps_per_epoch} steps/epoch, {total_steps} steps; trainable parameters: "
@@ -179,7 +200,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     log.advance_to(state.global_step)
 
     collator = Collator(tokenizer.pad_token_id, packing=recipe.batch.packing, max_length=recipe.batch.max_length)
-    refused: Counter[str] = Counter(state.refused)
+    # the checkpoint holds the totals over ranks: rank 0 carries them on, the others start afresh
+    refused: Counter[str] = Counter(state.refused if d.is_main else {})
     losses: list[float] = []
     tokens_window, window_start = 0, time.time()
     last_loss = float("nan")
@@ -223,7 +245,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
                 })
                 losses, tokens_window, window_start = [], 0, now
             if state.global_step % recipe.checkpoint.every_steps == 0 and state.global_step < total_steps:
-                state.refused = dict(refused)
+                state.refused = _all_counts(refused)
                 save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
             if state.global_step >= total_steps:
                 break
@@ -233,7 +255,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             continue
         break
 
-    state.refused = {k: int(_all_sum(v, d.device)) for k, v in sorted(refused.items())}
+    state.refused = _all_counts(refused)
     save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
     export = out_dir / "export"
     if d.is_main:
