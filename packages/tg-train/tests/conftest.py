@@ -40,7 +40,7 @@ def shapes_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def base_table(output_dir: Path, data: str, **sections: dict[str, Any]) -> dict[str, Any]:
+def base_table(output_dir: Path, data_path: str, **sections: dict[str, Any]) -> dict[str, Any]:
     """A stage-2 recipe for the small tiny model; ``sections`` update its tables (``data`` replaces the list)."""
     table: dict[str, Any] = {
         "name": "test",
@@ -53,7 +53,7 @@ def base_table(output_dir: Path, data: str, **sections: dict[str, Any]) -> dict[
         "batch": {"global": 8, "micro": 4, "max_length": 512, "num_workers": 0},
         "checkpoint": {"every_steps": 1000, "keep_last": 2},
         "logging": {"every_steps": 1, "progress": False, "tensorboard": False},
-        "data": [{"path": data}],
+        "data": [{"path": data_path}],
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(table.get(key), dict):

@@ -78,8 +78,13 @@ def apply_freezing(model: TinyGroundingGPTForCausalLM, train: TrainSection) -> d
     }
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    out = {}
+def training_inputs(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """A collated batch as the model's forward arguments, on ``device``.
+
+    ``use_cache=False`` matters beyond memory: with a KV cache, transformers' mask builder does not
+    look for packed rows in ``position_ids``, and packed samples would attend to each other.
+    """
+    out: dict[str, Any] = {"use_cache": False}
     for key in ("input_ids", "labels", "attention_mask", "position_ids", "media_counts"):
         if batch.get(key) is not None:
             out[key] = batch[key].to(device)
@@ -95,11 +100,11 @@ def _micro_step(engine: Any, batch: dict[str, Any], device: torch.device, dtype:
     if batch["input_ids"] is None or not bool((batch["labels"] != -100).any()):
         # every sample refused (or nothing supervised): keep the ranks in step with a zero-loss pass
         ids = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
-        loss = engine(input_ids=ids).logits.sum() * 0.0
+        loss = engine(input_ids=ids, use_cache=False).logits.sum() * 0.0
         engine.backward(loss)
         engine.step()
         return float("nan"), 0
-    inputs = _to_device(batch, device, dtype)
+    inputs = training_inputs(batch, device, dtype)
     loss = engine(**inputs).loss
     engine.backward(loss)
     engine.step()
