@@ -69,14 +69,24 @@ def write_toml(path: Path, table: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.fixture
-def make_recipe(tmp_path: Path, shapes_world: Path) -> Callable[..., Path]:
-    """Write a tiny recipe file; keyword arguments update its sections. Returns the file."""
+@pytest.fixture(scope="session")
+def recipe_file(shapes_world: Path) -> Callable[..., Path]:
+    """``recipe_file(directory, name, output_dir=None, **sections)``: write a tiny recipe file there."""
 
-    def make(name: str = "recipe", output_dir: Path | None = None, **sections: dict[str, Any]) -> Path:
-        out = output_dir or tmp_path / f"run-{name}"
+    def write(directory: Path, name: str = "recipe", output_dir: Path | None = None, **sections: Any) -> Path:
+        out = output_dir or directory / f"run-{name}"
         table = base_table(out, str(shapes_world / "train.parquet"), **sections)
-        return write_toml(tmp_path / f"{name}.toml", table)
+        return write_toml(directory / f"{name}.toml", table)
+
+    return write
+
+
+@pytest.fixture
+def make_recipe(tmp_path: Path, recipe_file: Callable[..., Path]) -> Callable[..., Path]:
+    """Write a tiny recipe file into this test's directory; keyword arguments update its sections."""
+
+    def make(name: str = "recipe", output_dir: Path | None = None, **sections: Any) -> Path:
+        return recipe_file(tmp_path, name, output_dir, **sections)
 
     return make
 
