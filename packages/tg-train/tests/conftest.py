@@ -91,12 +91,27 @@ def make_recipe(tmp_path: Path, recipe_file: Callable[..., Path]) -> Callable[..
     return make
 
 
+DIST_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment minus the one-rank process group that in-process training set up
+    (a child that inherited it would try to join this process's group)."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARIABLES}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="session")
+def clean_env() -> Callable[..., dict[str, str]]:
+    return child_env
+
+
 def run_python(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a Python snippet in a fresh interpreter (as a user's script would be)."""
     script = cwd / "script.py"
     script.write_text(code)
     return subprocess.run(
-        [sys.executable, str(script)], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+        [sys.executable, str(script)], cwd=cwd, env=child_env(**(env or {})), capture_output=True,
         text=True, timeout=timeout,
     )
 

@@ -22,11 +22,16 @@ SetOption = Annotated[
 ]
 
 
-# The deepspeed launcher appends --local_rank=N to the command (unless given --no_local_rank); the
-# rank comes from the environment it also sets, so the option is accepted and ignored.
+# The deepspeed launcher puts --local_rank=N before the command's arguments (unless given
+# --no_local_rank); the rank comes from the environment it also sets, so the option is accepted and ignored.
 LocalRankOption = Annotated[int, typer.Option("--local_rank", "--local-rank", hidden=True)]
 
 USER_ERRORS = (RecipeError, DataError, FileNotFoundError)
+
+
+@app.callback()
+def _options(local_rank: LocalRankOption = -1) -> None:
+    """Train TinyGroundingGPT: three stages on DeepSpeed ZeRO-2, from recipes."""
 
 
 def _fail(message: str) -> None:
@@ -38,7 +43,6 @@ def _fail(message: str) -> None:
 def run(
     recipe: Annotated[str, typer.Argument(help="A recipe file or the name of a shipped recipe.")],
     set_: SetOption = None,
-    local_rank: LocalRankOption = -1,
 ) -> None:
     """Train one stage."""
     from tg_train.trainer import train
@@ -56,7 +60,6 @@ def run(
 def pipeline(
     path: Annotated[str, typer.Argument(help="A pipeline file or the name of a shipped pipeline.")],
     set_: SetOption = None,
-    local_rank: LocalRankOption = -1,
 ) -> None:
     """Train the stages of a pipeline one after another."""
     from tg_train.pipeline import load_pipeline, run_pipeline
@@ -104,7 +107,6 @@ def quickstart(
         float, typer.Option(help="Shrink data and steps by this factor (e.g. 0.05 for a smoke run).")
     ] = 1.0,
     threads: Annotated[int | None, typer.Option(help="CPU threads for evaluation.")] = None,
-    local_rank: LocalRankOption = -1,
 ) -> None:
     """The main job: shapes world, stages 1 -> 2 -> 3 on the tiny preset, REC on held-out scenes."""
     from tg_train.quickstart import results_table, run_quickstart
