@@ -137,18 +137,27 @@ def encoded(small_model, shapes_world: Path):
     encoder = SampleEncoder(tokenizer, model.config, model.encoder.image_size, model.image_tokens,
                             image_root=str(shapes_world), max_length=512)
     samples = list(read_samples(str(shapes_world / "train.parquet")))
-    # a mix of tasks: with and without object images, short and long
+    # a mix of tasks: with and without object images, short and long; the long question makes room
+    # for the short samples to share rows (rows are no longer than the longest sample)
     tasks = ("caption", "rec", "text2obj", "grounded_desc", "reg", "coord2obj")
-    return [encoder.encode(next(s for s in samples if s.task == t)) for t in tasks]
+    picked = [next(s for s in samples if s.task == t) for t in tasks]
+    caption = picked[0]
+    long = Sample(id="long-question", image=caption.image, width=caption.width, height=caption.height, task="vqa",
+                  turns=[Turn("user", "<image>\n" + "Name each shape and its colour, then its neighbours. " * 12),
+                         Turn("assistant", "A red circle.")])
+    return [encoder.encode(s) for s in [*picked, long]]
 
 
 def test_packed_batch_layout(small_model, encoded):
     _, tokenizer = small_model
-    batch = Collator(tokenizer.pad_token_id, packing=True, max_length=300)(encoded)
+    lengths = [s.length for s in encoded]
+    assert max(lengths) >= 2 * min(lengths)
+    batch = Collator(tokenizer.pad_token_id, packing=True, max_length=512)(encoded)
     ids, pos, labels = batch["input_ids"], batch["position_ids"], batch["labels"]
     assert batch["attention_mask"] is None
-    assert ids.shape[1] <= 300 and ids.shape[0] < len(encoded)  # fewer rows than samples
-    rows = pack_rows([s.length for s in encoded], 300)
+    # no wider than the padded batch, and fewer rows
+    assert ids.shape[1] == max(lengths) and ids.shape[0] < len(encoded)
+    rows = pack_rows(lengths, max(lengths))
     images = objects = 0
     for r, row in enumerate(rows):
         at = 0
@@ -186,13 +195,14 @@ def test_packed_rows_give_each_sample_its_unpacked_loss(small_model, encoded, at
     model.language_model.set_attn_implementation(attn)
     try:
         padded = Collator(tokenizer.pad_token_id)(encoded)
-        packed = Collator(tokenizer.pad_token_id, packing=True, max_length=300)(encoded)
+        packed = Collator(tokenizer.pad_token_id, packing=True, max_length=512)(encoded)
         with torch.no_grad():
             out_pad = forward(model, padded)
             out_pack = forward(model, packed)
         spans_pad = [(r, 0, s.length) for r, s in enumerate(encoded)]
         spans_pack: list[tuple[int, int, int]] = [(0, 0, 0)] * len(encoded)
-        for r, row in enumerate(pack_rows([s.length for s in encoded], 300)):
+        lengths = [s.length for s in encoded]
+        for r, row in enumerate(pack_rows(lengths, max(lengths))):
             at = 0
             for i in row:
                 spans_pack[i] = (r, at, at + encoded[i].length)
@@ -210,19 +220,21 @@ def test_packed_rows_give_each_sample_its_unpacked_loss(small_model, encoded, at
 def test_no_attention_across_packed_samples(small_model, encoded):
     """Changing one sample's tokens leaves the logits of its row neighbours untouched."""
     model, tokenizer = small_model
-    collate = Collator(tokenizer.pad_token_id, packing=True, max_length=1024)
-    rows = pack_rows([s.length for s in encoded], 1024)
-    assert len(rows) == 1 and len(rows[0]) == len(encoded)  # all in one row
-    first = encoded[0]
+    collate = Collator(tokenizer.pad_token_id, packing=True, max_length=512)
+    lengths = [s.length for s in encoded]
+    rows = pack_rows(lengths, max(lengths))
+    r, row = next((r, row) for r, row in enumerate(rows) if len(row) >= 3)
+    first = encoded[row[0]]
     changed = type(first)(first.id, first.input_ids.clone(), first.labels, first.pixel_values, first.object_pixel_values)
     text = (changed.input_ids != model.config.image_token_id) & (changed.input_ids != model.config.object_token_id)
     changed.input_ids[text] = (changed.input_ids[text] + 7) % 200 + 10
     with torch.no_grad():
         before = forward(model, collate(encoded)).logits
-        after = forward(model, collate([changed, *encoded[1:]])).logits
-    n = first.length
-    assert not torch.allclose(before[0, :n], after[0, :n])  # the changed sample itself did change
-    assert torch.allclose(before[0, n:], after[0, n:], rtol=0, atol=1e-6)  # nobody after it saw the change
+        after = forward(model, collate([changed if s is first else s for s in encoded])).logits
+    n, used = first.length, sum(lengths[i] for i in row)
+    assert not torch.allclose(before[r, :n], after[r, :n])  # the changed sample itself did change
+    # its neighbours in the row did not see the change
+    assert torch.allclose(before[r, n:used], after[r, n:used], rtol=0, atol=1e-6)
 
 
 # refused samples ----------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tg_data.io import read_samples
 from tg_model.inputs import SampleEncoder, collate
 from tg_model.presets import build_model
+from tg_train.data import pack_rows, plan_epoch
 from tg_train.engine import lr_lambda, param_groups
 from tg_train.metrics import read_metrics
 from tg_train.recipe import load_recipe
-from tg_train.trainer import train
+from tg_train.trainer import load_model, train
 
 STEPS = 3
 
@@ -131,7 +132,9 @@ def test_packed_training_follows_padded_training(make_recipe, tmp_path: Path, ca
     """Packing changes the layout, not the maths: same samples per micro-batch, same token-mean loss."""
     losses, weights = {}, {}
     for packing in (False, True):
-        recipe = load_recipe(str(make_recipe(f"packing-{packing}", batch={"packing": packing, "max_length": 400})))
+        # random micro-batches (no length sorting), so short samples find room beside longer ones
+        batch = {"packing": packing, "max_length": 400, "group_by_length": False}
+        recipe = load_recipe(str(make_recipe(f"packing-{packing}", batch=batch)))
         result = train(recipe)
         losses[packing] = [r["loss"] for r in read_metrics(Path(recipe.output_dir) / "metrics.jsonl")]
         weights[packing] = AutoModelForCausalLM.from_pretrained(result.export_dir).state_dict()
@@ -139,5 +142,14 @@ def test_packed_training_follows_padded_training(make_recipe, tmp_path: Path, ca
     # fp32 on CPU: the layouts differ only in summation order inside attention and the loss
     assert losses[True] == pytest.approx(losses[False], abs=2e-4)
     assert max((weights[True][k] - weights[False][k]).abs().max().item() for k in weights[True]) < 1e-3
+    # and packing did pack: the trainer's first micro-batches, encoded as it encodes them
+    model, tokenizer = load_model(recipe.model, recipe.seed)
+    samples = list(read_samples(recipe.data[0].path))
+    encoder = SampleEncoder(tokenizer, model.config, model.encoder.image_size, model.image_tokens,
+                            image_root=str(Path(recipe.data[0].path).parent), max_length=400)
+    plan = plan_epoch([0] * len(samples), [True] * len(samples), 4, 2, recipe.seed, 0, False)
+    rows = [len(pack_rows(lengths, max(lengths))) for lengths in
+            ([encoder.encode(samples[i]).length for i in b] for b in plan[:8])]
+    assert sum(rows) < 8 * 4, rows
     err = " ".join(capsys.readouterr().err.split())
     assert "trainable parameters: encoder 0, projector" in err and ", llm " in err

@@ -254,10 +254,18 @@ class Collator:
         }
 
     def pack(self, samples: list[EncodedSample]) -> dict:
-        """Several samples per row; position ids restart at each sample so no attention crosses them."""
+        """Several samples per row; position ids restart at each sample so no attention crosses them.
+
+        Rows are no longer than the micro-batch's longest sample: attention over a row costs its
+        length squared whatever the block mask hides (SDPA computes the dense mask), so longer rows
+        would trade padding for wasted attention. Capped this way a packed batch has the padded
+        batch's width and fewer rows: never more work or memory than padding.
+        """
         if not samples:
             return {"input_ids": None}
-        rows = [[samples[i] for i in row] for row in pack_rows([s.length for s in samples], self.max_length)]
+        lengths = [s.length for s in samples]
+        cap = min(self.max_length, max(lengths))
+        rows = [[samples[i] for i in row] for row in pack_rows(lengths, cap)]
         length = max(sum(s.length for s in row) for row in rows)
         n = len(rows)
         input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
