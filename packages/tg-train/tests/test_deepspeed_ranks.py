@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -71,9 +72,15 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
     assert whole <= parts[0][0] + parts[1][0] < whole + 128
 
     # and it trains the same model
-    loss_one = [r["loss"] for r in read_metrics(Path(single.output_dir) / "metrics.jsonl")]
-    loss_two = [r["loss"] for r in read_metrics(tmp_path / "run-ranks" / "metrics.jsonl")]
+    m_one = read_metrics(Path(single.output_dir) / "metrics.jsonl")
+    m_two = read_metrics(tmp_path / "run-ranks" / "metrics.jsonl")
+    loss_one, loss_two = [r["loss"] for r in m_one], [r["loss"] for r in m_two]
     assert len(loss_one) == len(loss_two) == 4
+    # samples and tokens are counted over both ranks
+    assert [r["samples"] for r in m_two] == [r["samples"] for r in m_one] == [8, 16, 24, 32]
+    state_one = json.loads((single_ckpt / "trainer_state.json").read_text())
+    state_two = json.loads((ranks_ckpt / "trainer_state.json").read_text())
+    assert state_two["tokens_seen"] == state_one["tokens_seen"] > 0
     assert max(abs(a - b) for a, b in zip(loss_one, loss_two, strict=True)) < LOSS_TOLERANCE, (loss_one, loss_two)
     w_one = load_file(Path(single.output_dir) / "export" / "model.safetensors")
     w_two = load_file(tmp_path / "run-ranks" / "export" / "model.safetensors")

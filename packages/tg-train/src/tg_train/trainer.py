@@ -141,6 +141,16 @@ def _all_sum(value: float, device: torch.device) -> float:
     return float(t[0])
 
 
+def _add_totals(state: TrainerState, pending: list[int], device: torch.device) -> None:
+    """Add this rank's samples and tokens since the last call, summed over ranks, to the state (collective)."""
+    t = torch.tensor(pending, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    state.samples_seen += int(t[0])
+    state.tokens_seen += int(t[1])
+    pending[:] = [0, 0]
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     records = read_metrics(path)
     kept = [r for r in records if r.get("step", 0) <= last_step]
@@ -209,6 +219,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     refused: Counter[str] = Counter(state.refused if d.is_main else {})
     losses: list[float] = []
     tokens_window, window_start = 0, time.time()
+    pending = [0, 0]  # this rank's samples and tokens not yet in state's totals
     last_loss = float("nan")
     engine.train()
     while state.global_step < total_steps:
@@ -227,7 +238,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             loss, tokens = _micro_step(engine, batch, d.device, dtype, tokenizer.pad_token_id)
             losses.append(loss)
             tokens_window += tokens
-            state.samples_seen += batch["n_samples"]
+            pending[0] += batch["n_samples"]
+            pending[1] += tokens
             micro_in_step += 1
             if micro_in_step < accum:
                 continue
@@ -237,7 +249,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             if state.global_step % recipe.logging.every_steps == 0 or state.global_step == total_steps:
                 last_loss = _all_mean(losses, d.device)
                 tok = _all_sum(tokens_window, d.device)
-                state.tokens_seen += int(tok)
+                _add_totals(state, pending, d.device)
                 now = time.time()
                 log.log({
                     "stage": stage_label or recipe.stage,
@@ -251,6 +263,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
                 losses, tokens_window, window_start = [], 0, now
             if state.global_step % recipe.checkpoint.every_steps == 0 and state.global_step < total_steps:
                 state.refused = _all_counts(refused)
+                _add_totals(state, pending, d.device)
                 save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
             if state.global_step >= total_steps:
                 break
@@ -261,6 +274,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
         break
 
     state.refused = _all_counts(refused)
+    _add_totals(state, pending, d.device)
     save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
     export = out_dir / "export"
     if d.is_main:
