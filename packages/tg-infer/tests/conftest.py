@@ -24,11 +24,27 @@ def make_image():
     return noise_image
 
 
+def spread_weights(model: torch.nn.Module, std: float = 0.1, seed: int = 0) -> None:
+    """Redraw the LLM's and the projector's matrices with a wider spread.
+
+    Freshly initialised, the tiny preset answers every prompt with the same token repeated, which
+    would make comparisons of answers (batched against alone, server against library) vacuous;
+    with wider random weights the answers differ from prompt to prompt and image to image.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (model.language_model, model.projector):
+            for p in module.parameters():
+                if p.ndim == 2:
+                    p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tg_model.presets import build_model
 
     model, tokenizer = build_model("tiny")
+    spread_weights(model)
     out = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -163,7 +163,7 @@ def test_serve_command_runs_the_server(model_dir: Path) -> None:
                              str(port), "--name", "cli-model", "--threads", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             try:

@@ -55,6 +55,7 @@ def test_batched_greedy_equals_one_at_a_time(predictor: Predictor, images: dict[
     alone = [predictor.generate([r])[0] for r in requests]
     assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
     assert [g.text for g in batched] == [g.text for g in alone]
+    assert len({tuple(g.token_ids) for g in batched}) == len(requests)  # the answers tell the requests apart
     # Each row keeps to its own budget; without an end token a row stops for "length".
     for r, g in zip(requests, batched, strict=True):
         assert len(g.token_ids) <= r.max_new_tokens
@@ -150,3 +151,9 @@ def test_placeholder_is_added_once_to_the_first_user_turn(make_image) -> None:
     turns = r.with_image_placeholder()
     assert [t.text for t in turns] == ["Be brief.", "<image>\nHi", "Hello", "Where?"]
     assert turns[1].role == Role.USER
+
+
+def test_describe_asks_what_the_shapes_world_teaches() -> None:
+    from tg_data.shapes.tasks import DESC_PROMPT
+
+    assert DESCRIBE_PROMPT == DESC_PROMPT

@@ -162,6 +162,7 @@ def test_sixteen_concurrent_clients_are_batched_without_errors(server: Running, 
     assert [status for status, _ in results] == [200] * 16
     answers = [text for _, text in results]
     assert answers == [expected(predictor, images[k], questions[k]) for k in range(16)]
+    assert len(set(answers)) > 8  # answers depend on the input, so matching them means something
     after = httpx.get(f"{server.base}/health").json()
     assert after["requests"] - before["requests"] == 16
     assert after["batches"] - before["batches"] < 16  # requests that arrived together were decoded together

@@ -87,7 +87,8 @@ def select_rows(
     spans: Sequence[tuple[int, int]],
     object_token_id: int,
 ) -> list[int]:
-    """Sequence positions of the ``kind`` rows: all answer tokens, its text or coordinate tokens, or object images."""
+    """Sequence positions of the ``kind`` rows: every answer token, its visible text outside coordinates,
+    its coordinate tokens, or the rows of object images."""
     if kind not in ROW_KINDS:
         raise InferError(f"unknown rows {kind!r}; choose one of {list(ROW_KINDS)}")
     if kind == "objects":
@@ -99,14 +100,14 @@ def select_rows(
     in_box = [any(s < e2 and s2 < e for s2, e2 in boxes) for s, e in spans]
     visible = [e > s and answer_text[s:e].strip() != "" for s, e in spans]
     if kind == "answer":
-        keep = visible
+        keep = [True] * len(spans)
     elif kind == "coords":
         keep = in_box
     else:
         keep = [v and not b for v, b in zip(visible, in_box, strict=True)]
     rows = [answer_start + k for k, ok in enumerate(keep) if ok]
     if not rows:
-        what = {"answer": "any tokens", "coords": "coordinates", "text": "text outside coordinates"}[kind]
+        what = {"answer": "tokens", "coords": "coordinates", "text": "text outside coordinates"}[kind]
         raise InferError(f"the answer {answer_text!r} has no {what} to take attention from")
     return rows
 

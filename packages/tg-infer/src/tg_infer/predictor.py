@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -32,6 +32,9 @@ from tg_model.inputs import EncodedSample, SampleEncoder, collate
 from tg_model.modeling import TinyGroundingGPTForCausalLM, register_auto_classes
 from tg_model.template import SampleRefused
 from tg_model.tokenizer import IM_END
+
+if TYPE_CHECKING:
+    from tg_infer.attention import AttentionMap
 
 #: The grounded description prompt of the paper's description task (and the shapes world's).
 DESCRIBE_PROMPT = "Describe the image in detail. Give the coordinate of every object you mention."
@@ -224,9 +227,6 @@ class Predictor:
         return results
 
     # tasks --------------------------------------------------------------------------------------
-    def _size(self, image: Image.Image) -> tuple[int, int]:
-        return image.width, image.height
-
     def ground(self, image: ImageInput, expression: str, max_new_tokens: int = REC_MAX_NEW_TOKENS) -> Grounding:
         """Where ``expression`` is: the answer to the paper's REC prompt, as pixels and as coordinate text."""
         if not expression or not expression.strip():
@@ -293,7 +293,7 @@ class Predictor:
                     self.model.set_attn_implementation(before)
 
     def attention(self, image: ImageInput, prompt: str, answer: str | None = None, rows: str = "answer",
-                  objects: Sequence[ObjectRef | Box] = (), max_new_tokens: int = 128):
+                  objects: Sequence[ObjectRef | Box] = (), max_new_tokens: int = 128) -> AttentionMap:
         """Where the model looked: see ``tg_infer.attention.attention_map``."""
         from tg_infer.attention import attention_map
 

@@ -8,7 +8,6 @@ Recipe strings can use ``${output_dir}``, ``${data}`` (the generated shapes worl
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 from tg_train.recipe import (
     Recipe,
     RecipeError,
-    _build,
     _set_path,
+    build_from_table,
     parse_override,
+    read_table,
     resolve_recipe_path,
     validate,
 )
@@ -75,19 +75,9 @@ _VAR = re.compile(r"\$\{(\w+)\}")
 
 def load_pipeline(name_or_path: str, overrides: list[str] | None = None) -> Pipeline:
     path = resolve_recipe_path(name_or_path)
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML ({e})") from None
-    for item in overrides or []:
-        _set_path(table, *parse_override(item))
-    try:
-        pipeline = _build(Pipeline, table, "")
-    except RecipeError as e:
-        raise RecipeError(f"{path}: {e}") from None
+    pipeline = build_from_table(Pipeline, read_table(path, overrides), path)
     if not pipeline.stages:
         raise RecipeError(f"{path}: a pipeline needs at least one [[stages]] entry")
-    pipeline.source_path = str(path)
     for stage in pipeline.stages:
         resolve_recipe_path(stage.recipe)  # fail now, not after an hour of training
     return pipeline
@@ -112,10 +102,7 @@ def stage_recipe(pipeline: Pipeline, index: int, extra: list[str] | None = None,
     """The stage's recipe with the pipeline's variables, output directory and starting model filled in."""
     entry = pipeline.stages[index]
     path = resolve_recipe_path(entry.recipe)
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+    table = read_table(path)
     variables = {"output_dir": pipeline.output_dir, "data": str(pipeline.data_dir)}
     if index > 0:
         variables["prev"] = str(pipeline.stage_dir(index - 1) / "export")
@@ -126,11 +113,7 @@ def stage_recipe(pipeline: Pipeline, index: int, extra: list[str] | None = None,
         table["model"]["init"] = variables["prev"]
     for item in [*entry.set, *(extra or [])]:
         _set_path(table, *parse_override(item))
-    try:
-        recipe = _build(Recipe, table, "")
-    except RecipeError as e:
-        raise RecipeError(f"{path}: {e}") from None
-    recipe.source_path = str(path)
+    recipe = build_from_table(Recipe, table, path)
     problems = validate(recipe, check_files=check_files)
     if problems:
         raise RecipeError(f"{path} (stage {index + 1} of {pipeline.name or pipeline.source_path}): " + "; ".join(problems))

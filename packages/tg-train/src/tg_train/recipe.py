@@ -257,20 +257,31 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     )
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
-    """Read, override, type-check and validate a recipe."""
-    path = resolve_recipe_path(name_or_path)
+def read_table(path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A TOML file as a table, with ``--set`` overrides applied."""
     try:
         table = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: not valid TOML ({e})") from None
     for item in overrides or []:
         _set_path(table, *parse_override(item))
+    return table
+
+
+def build_from_table(cls: type, table: dict[str, Any], path: Path) -> Any:
+    """Type-check a table into ``cls``; errors name the file."""
     try:
-        recipe = _build(Recipe, table, "")
+        built = _build(cls, table, "")
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
-    recipe.source_path = str(path)
+    built.source_path = str(path)
+    return built
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None, check_files: bool = True) -> Recipe:
+    """Read, override, type-check and validate a recipe."""
+    path = resolve_recipe_path(name_or_path)
+    recipe = build_from_table(Recipe, read_table(path, overrides), path)
     problems = validate(recipe, check_files=check_files)
     if problems:
         raise RecipeError(f"{path}: " + "; ".join(problems))

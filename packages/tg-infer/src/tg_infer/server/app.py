@@ -12,7 +12,8 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,6 @@ class ServerSettings:
     batch_wait_ms: float = 10.0
     max_queue: int = 1024
     model_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def error_response(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -86,8 +86,6 @@ def create_app(predictor: Predictor, settings: ServerSettings = ServerSettings()
                          max_file_bytes=min(settings.max_request_bytes, ImageLimits().max_file_bytes))
     batcher = DynamicBatcher(predictor, settings.max_batch_size, settings.batch_wait_ms, settings.max_queue)
     created = int(time.time())
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
