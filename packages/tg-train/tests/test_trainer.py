@@ -33,13 +33,18 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 @pytest.fixture(scope="module")
 def stage_runs(tmp_path_factory: pytest.TempPathFactory, recipe_file):
-    """Stage 1a (projector only) and stage 2 (LLM + projector), a few steps each from the same fresh model."""
+    """Stage 1a (projector only) and stage 2 (LLM + projector), a few steps each from the same fresh model.
+
+    Stage 1a checkpoints the frozen LLM's activations, as the paper recipes do: the projector's
+    gradient must still flow back through it.
+    """
     d = tmp_path_factory.mktemp("stages")
     runs = {}
     for stage, llm in (("1a", False), ("2", True)):
         recipe = load_recipe(str(recipe_file(
             d, f"stage{stage}", stage=stage, train={"projector": True, "llm": llm},
             optim={"max_steps": STEPS, "warmup_ratio": 0.34},
+            model={"gradient_checkpointing": not llm},
         )))
         runs[stage] = (recipe, train(recipe))
     return runs

@@ -63,7 +63,10 @@ def load_model(section: ModelSection, seed: int) -> tuple[TinyGroundingGPTForCau
         )
         model.language_model.set_attn_implementation(section.attn_implementation)
     if section.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
+        llm = model.language_model
+        # transformers 5 renamed it; the old name is deprecated
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        enable()
     return model, tokenizer
 
 
