@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from tg_train.checkpoint import complete_checkpoints, find_resume
 from tg_train.metrics import read_metrics
-from tg_train.recipe import load_recipe
+from tg_train.recipe import RecipeError, load_recipe
 from tg_train.trainer import train
 
 STEPS = 6
@@ -59,6 +59,14 @@ def test_keeps_the_last_k_complete_checkpoints(reference: Path):
         find_resume(reference, str(reference / "checkpoints"))
 
 
+def test_a_fresh_run_refuses_to_mix_with_an_earlier_runs_checkpoints(reference: Path, recipe_file, tmp_path: Path):
+    recipe = load_recipe(str(recipe_file(tmp_path, "again", output_dir=reference, **RESUMABLE)),
+                         ["checkpoint.resume=never"])
+    with pytest.raises(RecipeError, match=r"holds checkpoints of an earlier run \(step-6, ...\)"):
+        train(recipe)
+    assert [p.name for p in complete_checkpoints(reference)] == [f"step-{STEPS - 1}", f"step-{STEPS}"]
+
+
 def _kill_when(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 300) -> None:
     """SIGKILL the run as soon as it has logged ``step``."""
     deadline = time.time() + timeout
@@ -100,7 +108,7 @@ def test_run_killed_at_a_random_step_resumes_to_the_same_weights(make_recipe, tm
 KILL_DURING_SAVE = """
 import os, signal, sys
 import tg_train.checkpoint as checkpoint
-from tg_train.recipe import load_recipe
+from tg_train.recipe import RecipeError, load_recipe
 from tg_train.trainer import train
 
 rng_state = checkpoint.rng_state

@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader
 from tg_model.inputs import SampleEncoder
 from tg_model.modeling import TinyGroundingGPTForCausalLM, register_auto_classes
 from tg_model.presets import build_model
-from tg_train.checkpoint import TrainerState, find_resume, load_checkpoint, save_checkpoint
+from tg_train.checkpoint import (
+    TrainerState,
+    complete_checkpoints,
+    find_resume,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tg_train.data import (
     Collator,
     MixtureDataset,
@@ -35,7 +41,7 @@ from tg_train.data import (
 )
 from tg_train.engine import DistInfo, create_engine, gradient_accumulation, init_distributed, use_bf16
 from tg_train.metrics import MetricsLogger, plot_loss_curve, read_metrics
-from tg_train.recipe import ModelSection, Recipe, TrainSection
+from tg_train.recipe import ModelSection, Recipe, RecipeError, TrainSection
 
 
 @dataclass
@@ -167,6 +173,13 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     d = dist_info or init_distributed()
     torch.manual_seed(recipe.seed + d.rank)
     out_dir = Path(recipe.output_dir)
+    earlier = complete_checkpoints(out_dir)
+    if recipe.checkpoint.resume == "never" and earlier:
+        # keep_last would prune by step number across both runs, and a later resume pick the wrong one
+        raise RecipeError(
+            f"{out_dir} holds checkpoints of an earlier run ({earlier[-1].name}, ...); with checkpoint.resume = "
+            "'never' they would mix with this run's: remove them or choose another output_dir"
+        )
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
