@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from tg_data.io import DataError
 from tg_train.recipe import RecipeError, load_recipe, shipped_recipes
 
 app = typer.Typer(
@@ -19,6 +20,18 @@ app = typer.Typer(
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a recipe field: --set optim.lr=1e-4 (repeatable).")
 ]
+
+
+# The deepspeed launcher puts --local_rank=N before the command's arguments (unless given
+# --no_local_rank); the rank comes from the environment it also sets, so the option is accepted and ignored.
+LocalRankOption = Annotated[int, typer.Option("--local_rank", "--local-rank", hidden=True)]
+
+USER_ERRORS = (RecipeError, DataError, FileNotFoundError)
+
+
+@app.callback()
+def _options(local_rank: LocalRankOption = -1) -> None:
+    """Train TinyGroundingGPT: three stages on DeepSpeed ZeRO-2, from recipes."""
 
 
 def _fail(message: str) -> None:
@@ -37,7 +50,7 @@ def run(
     try:
         r = load_recipe(recipe, set_ or [])
         result = train(r)
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     typer.echo(f"done: {result.global_step} steps, final loss {result.final_loss:.4f}, export {result.export_dir}")
@@ -53,7 +66,7 @@ def pipeline(
 
     try:
         results = run_pipeline(load_pipeline(path, set_ or []))
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     for r in results:
@@ -100,7 +113,7 @@ def quickstart(
 
     try:
         results = run_quickstart("quickstart", set_ or [], scale=scale, threads=threads)
-    except (RecipeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         _fail(str(e))
         return
     if results:
@@ -109,3 +122,7 @@ def quickstart(
 
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m tg_train.cli`` (e.g. ``deepspeed --module``)
+    main()

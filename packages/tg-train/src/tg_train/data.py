@@ -138,7 +138,9 @@ def plan_epoch(
 
     With grouping, as LLaVA's modality-length sampler: shuffle, cut into mega-batches of one
     optimiser step, sort each by length, so a micro-batch holds samples of similar length and one
-    modality. The last step is completed by wrapping around to the epoch's start.
+    modality. Each modality's short tail mega-batch goes last (as LLaVA's leftover batch does), so
+    only the final step can mix modalities. The last step is completed by wrapping around to the
+    epoch's start.
     """
     rng = np.random.default_rng([seed, epoch, 31])
     n = len(lengths)
@@ -148,13 +150,17 @@ def plan_epoch(
         mm = [int(i) for i in order if multimodal[i]]
         text = [int(i) for i in order if not multimodal[i]]
         megas: list[list[int]] = []
+        tails: list[int] = []
         for group in (mm, text):
             for k in range(0, len(group), step):
                 mega = sorted(group[k : k + step], key=lambda i: -lengths[i])
-                megas.append(mega)
-        # steps in random order; a modality's tail mega-batch may be short: batches are cut after
+                if len(mega) == step:
+                    megas.append(mega)
+                else:  # a short mega-batch inside the order would shift every later batch's boundary
+                    tails += mega
         mega_order = rng.permutation(len(megas))
         flat = [i for m in mega_order for i in megas[m]]
+        flat += sorted(tails, key=lambda i: -lengths[i])
     else:
         flat = [int(i) for i in order]
     total = math.ceil(len(flat) / step) * step
@@ -249,10 +255,18 @@ class Collator:
         }
 
     def pack(self, samples: list[EncodedSample]) -> dict:
-        """Several samples per row; position ids restart at each sample so no attention crosses them."""
+        """Several samples per row; position ids restart at each sample so no attention crosses them.
+
+        Rows are no longer than the micro-batch's longest sample: attention over a row costs its
+        length squared whatever the block mask hides (SDPA computes the dense mask), so longer rows
+        would trade padding for wasted attention. Capped this way a packed batch has the padded
+        batch's width and fewer rows: never more work or memory than padding.
+        """
         if not samples:
             return {"input_ids": None, "n_tokens": 0}
-        rows = [[samples[i] for i in row] for row in pack_rows([s.length for s in samples], self.max_length)]
+        lengths = [s.length for s in samples]
+        cap = min(self.max_length, max(lengths))
+        rows = [[samples[i] for i in row] for row in pack_rows(lengths, cap)]
         length = max(sum(s.length for s in row) for row in rows)
         n = len(rows)
         input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)

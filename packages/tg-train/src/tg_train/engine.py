@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tg_train.recipe import Recipe
+from tg_train.recipe import Recipe, RecipeError
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def use_bf16(recipe: Recipe, device: torch.device) -> bool:
 def gradient_accumulation(recipe: Recipe, world: int) -> int:
     per_step = recipe.batch.micro * world
     if recipe.batch.global_size % per_step:
-        raise ValueError(
+        raise RecipeError(
             f"batch.global ({recipe.batch.global_size}) must be a multiple of batch.micro x ranks "
             f"({recipe.batch.micro} x {world}); change batch.micro or batch.global"
         )
@@ -82,7 +82,12 @@ def deepspeed_config(recipe: Recipe, world: int, bf16: bool) -> dict[str, Any]:
     """The DeepSpeed JSON for a recipe: ZeRO stage, batch sizes, clipping, precision."""
     if recipe.deepspeed.config:
         with open(recipe.deepspeed.config) as f:
-            return json.load(f)
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as e:
+                raise RecipeError(f"deepspeed.config {recipe.deepspeed.config}: not valid JSON ({e})") from None
+        _check_batch_agrees(config, recipe, world)
+        return config
     ds = recipe.deepspeed
     zero: dict[str, Any] = {
         "stage": ds.zero_stage,
@@ -105,6 +110,25 @@ def deepspeed_config(recipe: Recipe, world: int, bf16: bool) -> dict[str, Any]:
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
+
+
+def _check_batch_agrees(config: dict[str, Any], recipe: Recipe, world: int) -> None:
+    """A user's DeepSpeed JSON is taken as-is, but the data plan follows [batch]: they must agree."""
+    accum = gradient_accumulation(recipe, world)
+    wanted = {
+        "train_batch_size": recipe.batch.global_size,
+        "train_micro_batch_size_per_gpu": recipe.batch.micro,
+        "gradient_accumulation_steps": accum,
+    }
+    wrong = {k: config[k] for k, v in wanted.items() if k in config and config[k] != v}
+    if wrong:
+        raise RecipeError(
+            f"deepspeed.config {recipe.deepspeed.config}: {wrong} disagree with the recipe's [batch] "
+            f"(global {recipe.batch.global_size}, micro {recipe.batch.micro}, so {accum} accumulation step(s) "
+            f"on {world} rank(s)); make them equal or leave them out of the JSON"
+        )
+    for key, value in wanted.items():  # DeepSpeed needs two of the three; give it all three
+        config.setdefault(key, value)
 
 
 def lr_lambda(step: int, total: int, warmup: int, scheduler: str, min_ratio: float) -> float:

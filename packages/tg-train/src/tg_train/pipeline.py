@@ -159,6 +159,8 @@ def run_pipeline(pipeline: Pipeline, extra: list[str] | None = None) -> list[Any
     from tg_train.engine import init_distributed
     from tg_train.trainer import train
 
+    for index in range(len(pipeline.stages)):  # unknown keys and wrong types: fail before any training
+        stage_recipe(pipeline, index, extra, check_files=False)
     dist = init_distributed()
     if dist.is_main:
         generate_shapes(pipeline)

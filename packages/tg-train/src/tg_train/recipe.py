@@ -208,11 +208,21 @@ def _set_path(table: dict[str, Any], dotted: str, value: Any) -> None:
                 raise RecipeError(f"--set {dotted}: {'.'.join(keys[:i])} has {len(node)} entries; use an index")
             node = node[int(key)]
         else:
+            if key not in node and keys[i + 1].isdigit():
+                where = ".".join(keys[: i + 1])
+                raise RecipeError(
+                    f"--set {dotted}: {where} is not in the recipe file, so it has no entries to index; "
+                    f"set the whole list instead, e.g. --set {where}=[...]"
+                )
             node = node.setdefault(key, {})
         if not isinstance(node, (dict, list)):
             raise RecipeError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a table")
     if isinstance(node, list):
-        raise RecipeError(f"--set {dotted}: give an index into the list")
+        last = keys[-1]
+        if not last.isdigit() or int(last) >= len(node):
+            raise RecipeError(f"--set {dotted}: {'.'.join(keys[:-1])} has {len(node)} entries; use an index")
+        node[int(last)] = value
+        return
     node[keys[-1]] = value
 
 
@@ -303,6 +313,12 @@ def validate(recipe: Recipe, check_files: bool = True) -> list[str]:
     b = recipe.batch
     if b.micro <= 0 or b.global_size <= 0 or b.global_size % b.micro:
         out.append(f"batch.global ({b.global_size}) must be a positive multiple of batch.micro ({b.micro})")
+    if b.max_length <= 0 or b.num_workers < 0:
+        out.append(f"batch.max_length must be positive and batch.num_workers >= 0, got {b.max_length}, {b.num_workers}")
+    if recipe.checkpoint.every_steps <= 0 or recipe.logging.every_steps <= 0:
+        out.append("checkpoint.every_steps and logging.every_steps must be positive")
+    if recipe.checkpoint.keep_last < 0:
+        out.append(f"checkpoint.keep_last must be >= 0 (0 keeps all), got {recipe.checkpoint.keep_last}")
     if recipe.precision.bf16 not in ("auto", "true", "false"):
         out.append(f"precision.bf16 must be 'auto', 'true' or 'false', got {recipe.precision.bf16!r}")
     if recipe.deepspeed.zero_stage not in (0, 1, 2, 3):

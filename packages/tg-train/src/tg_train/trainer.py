@@ -21,7 +21,13 @@ from torch.utils.data import DataLoader
 from tg_model.inputs import SampleEncoder
 from tg_model.modeling import TinyGroundingGPTForCausalLM, register_auto_classes
 from tg_model.presets import build_model
-from tg_train.checkpoint import TrainerState, find_resume, load_checkpoint, save_checkpoint
+from tg_train.checkpoint import (
+    TrainerState,
+    complete_checkpoints,
+    find_resume,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tg_train.data import (
     Collator,
     MixtureDataset,
@@ -35,7 +41,7 @@ from tg_train.data import (
 )
 from tg_train.engine import DistInfo, create_engine, gradient_accumulation, init_distributed, use_bf16
 from tg_train.metrics import MetricsLogger, plot_loss_curve, read_metrics
-from tg_train.recipe import ModelSection, Recipe, TrainSection
+from tg_train.recipe import ModelSection, Recipe, RecipeError, TrainSection
 
 
 @dataclass
@@ -63,7 +69,10 @@ def load_model(section: ModelSection, seed: int) -> tuple[TinyGroundingGPTForCau
         )
         model.language_model.set_attn_implementation(section.attn_implementation)
     if section.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
+        llm = model.language_model
+        # transformers 5 renamed it; the old name is deprecated
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        enable()
     return model, tokenizer
 
 
@@ -78,8 +87,13 @@ def apply_freezing(model: TinyGroundingGPTForCausalLM, train: TrainSection) -> d
     }
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    out = {}
+def training_inputs(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """A collated batch as the model's forward arguments, on ``device``.
+
+    ``use_cache=False`` matters beyond memory: with a KV cache, transformers' mask builder does not
+    look for packed rows in ``position_ids``, and packed samples would attend to each other.
+    """
+    out: dict[str, Any] = {"use_cache": False}
     for key in ("input_ids", "labels", "attention_mask", "position_ids", "media_counts"):
         if batch.get(key) is not None:
             out[key] = batch[key].to(device)
@@ -95,11 +109,11 @@ def _micro_step(engine: Any, batch: dict[str, Any], device: torch.device, dtype:
     if batch["input_ids"] is None or not bool((batch["labels"] != -100).any()):
         # every sample refused (or nothing supervised): keep the ranks in step with a zero-loss pass
         ids = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
-        loss = engine(input_ids=ids).logits.sum() * 0.0
+        loss = engine(input_ids=ids, use_cache=False).logits.sum() * 0.0
         engine.backward(loss)
         engine.step()
         return float("nan"), 0
-    inputs = _to_device(batch, device, dtype)
+    inputs = training_inputs(batch, device, dtype)
     loss = engine(**inputs).loss
     engine.backward(loss)
     engine.step()
@@ -114,11 +128,40 @@ def _all_mean(values: list[float], device: torch.device) -> float:
     return float(t[0] / t[1]) if t[1] > 0 else float("nan")
 
 
+def _all_counts(counts: Counter[str]) -> dict[str, int]:
+    """Counts summed over ranks; ranks may have seen different reasons, so the keys are gathered first."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return {k: int(v) for k, v in sorted(counts.items())}
+    gathered: list[dict[str, int] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, dict(counts))
+    total: Counter[str] = Counter()
+    for part in gathered:
+        total.update(part or {})
+    return {k: int(v) for k, v in sorted(total.items())}
+
+
 def _all_sum(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)
     return float(t[0])
+
+
+def _add_totals(state: TrainerState, pending: list[int], device: torch.device) -> None:
+    """Add this rank's samples and tokens since the last call, summed over ranks, to the state (collective)."""
+    t = torch.tensor(pending, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    state.samples_seen += int(t[0])
+    state.tokens_seen += int(t[1])
+    pending[:] = [0, 0]
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("step", 0) <= last_step]
+    if len(kept) != len(records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = "") -> TrainResult:
@@ -127,6 +170,13 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     d = dist_info or init_distributed()
     torch.manual_seed(recipe.seed + d.rank)
     out_dir = Path(recipe.output_dir)
+    earlier = complete_checkpoints(out_dir)
+    if recipe.checkpoint.resume == "never" and earlier:
+        # keep_last would prune by step number across both runs, and a later resume pick the wrong one
+        raise RecipeError(
+            f"{out_dir} holds checkpoints of an earlier run ({earlier[-1].name}, ...); with checkpoint.resume = "
+            "'never' they would mix with this run's: remove them or choose another output_dir"
+        )
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
@@ -168,6 +218,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     if resume is not None:
         state = load_checkpoint(engine, resume, d.rank)
         log.info(f"resumed from {resume} at step {state.global_step}")
+    if d.is_main:  # records past the resumed step (or of an earlier run) would be logged twice
+        _truncate_metrics(out_dir / "metrics.jsonl", state.global_step)
     log.info(
         f"{recipe.name or 'recipe'}: {len(samples)} samples from {len(sources)} source(s), {d.world} rank(s), "
         f"{steps_per_epoch} steps/epoch, {total_steps} steps; trainable parameters: "
@@ -176,9 +228,11 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     log.advance_to(state.global_step)
 
     collator = Collator(tokenizer.pad_token_id, packing=recipe.batch.packing, max_length=recipe.batch.max_length)
-    refused: Counter[str] = Counter(state.refused)
+    # the checkpoint holds the totals over ranks: rank 0 carries them on, the others start afresh
+    refused: Counter[str] = Counter(state.refused if d.is_main else {})
     losses: list[float] = []
     tokens_window, window_start = 0, time.time()
+    pending = [0, 0]  # this rank's samples and tokens not yet in state's totals
     last_loss = float("nan")
     engine.train()
     while state.global_step < total_steps:
@@ -197,7 +251,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             loss, tokens = _micro_step(engine, batch, d.device, dtype, tokenizer.pad_token_id)
             losses.append(loss)
             tokens_window += tokens
-            state.samples_seen += batch["n_samples"]
+            pending[0] += batch["n_samples"]
+            pending[1] += tokens
             micro_in_step += 1
             if micro_in_step < accum:
                 continue
@@ -207,7 +262,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             if state.global_step % recipe.logging.every_steps == 0 or state.global_step == total_steps:
                 last_loss = _all_mean(losses, d.device)
                 tok = _all_sum(tokens_window, d.device)
-                state.tokens_seen += int(tok)
+                _add_totals(state, pending, d.device)
                 now = time.time()
                 log.log({
                     "stage": stage_label or recipe.stage,
@@ -220,7 +275,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
                 })
                 losses, tokens_window, window_start = [], 0, now
             if state.global_step % recipe.checkpoint.every_steps == 0 and state.global_step < total_steps:
-                state.refused = dict(refused)
+                state.refused = _all_counts(refused)
+                _add_totals(state, pending, d.device)
                 save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
             if state.global_step >= total_steps:
                 break
@@ -230,7 +286,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
             continue
         break
 
-    state.refused = {k: int(_all_sum(v, d.device)) for k, v in sorted(refused.items())}
+    state.refused = _all_counts(refused)
+    _add_totals(state, pending, d.device)
     save_checkpoint(engine, out_dir, state, d.rank, recipe.checkpoint.keep_last)
     export = out_dir / "export"
     if d.is_main:

@@ -1,0 +1,87 @@
+"""ZeRO-2 on two CPU ranks (gloo) through the deepspeed launcher, against one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tg_train.metrics import read_metrics
+from tg_train.recipe import load_recipe
+from tg_train.trainer import train
+
+# Both runs see the same micro-batches: one process accumulates the two micro-batch gradients of a step
+# (each scaled by 1/2) in its fp32 buffer, the two ranks average them with a gloo all-reduce. That is the
+# same sum in another order, so the runs differ by fp32 rounding (~1e-7 relative per step), and Adam,
+# which divides by the gradients' running RMS, keeps it at that level over a few steps. 1e-4 on a loss
+# of ~6 is far above that and far below what a real fault does (a rank training on the wrong
+# micro-batch, or gradients summed instead of averaged, moves the second step's loss by > 1e-2).
+LOSS_TOLERANCE = 1e-4
+WEIGHT_TOLERANCE = 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _optimizer_partition(checkpoint: Path, rank: int) -> tuple[int, int, int]:
+    """(fp32 master elements, Adam exp_avg elements, partition count) held by one rank."""
+    state = torch.load(checkpoint / "state" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
+                       map_location="cpu", weights_only=False)["optimizer_state_dict"]
+    fp32 = sum(t.numel() for t in state["single_partition_of_fp32_groups"])
+    exp_avg = sum(s["exp_avg"].numel() for s in state["base_optimizer_state"]["state"].values())
+    return fp32, exp_avg, state["partition_count"][0]
+
+
+def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_recipe, tmp_path: Path, clean_env):
+    common = {"optim": {"max_steps": 4, "lr": 1e-3, "warmup_ratio": 0.25}, "batch": {"global": 8, "micro": 4}}
+    single = load_recipe(str(make_recipe("single", **common)))
+    train(single)  # one rank, two accumulation steps per optimiser step
+
+    ranks = make_recipe("ranks", **common)  # two ranks, one micro-batch each per optimiser step
+    launcher = [
+        sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+        # the console script, as a user would launch it; the launcher adds --local_rank=N to its arguments
+        str(Path(sys.executable).parent / "tg-train"), "run", str(ranks),
+    ]
+    proc = subprocess.run(launcher, env=clean_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True,
+                          timeout=500, cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "2 rank(s)" in " ".join(log.split()) and "Process" in log  # really ran as two launched processes
+
+    # the optimiser state is partitioned: each rank holds half of the single process's fp32 state
+    single_ckpt = Path(single.output_dir) / "checkpoints" / "step-4"
+    ranks_ckpt = tmp_path / "run-ranks" / "checkpoints" / "step-4"
+    whole, whole_avg, count = _optimizer_partition(single_ckpt, 0)
+    assert count == 1
+    trainable = sum(t.numel() for t in load_file(Path(single.output_dir) / "export" / "model.safetensors").values())
+    assert whole == whole_avg > 0 and whole <= trainable  # the frozen encoders hold no optimiser state
+    parts = [_optimizer_partition(ranks_ckpt, r) for r in (0, 1)]
+    assert not (ranks_ckpt / "state" / "zero_pp_rank_2_mp_rank_00_optim_states.pt").exists()
+    for fp32, exp_avg, n in parts:
+        assert n == 2 and fp32 == exp_avg
+        assert abs(fp32 - whole / 2) <= 64, (fp32, whole)  # halves, up to DeepSpeed's alignment padding
+    assert whole <= parts[0][0] + parts[1][0] < whole + 128
+
+    # and it trains the same model
+    m_one = read_metrics(Path(single.output_dir) / "metrics.jsonl")
+    m_two = read_metrics(tmp_path / "run-ranks" / "metrics.jsonl")
+    loss_one, loss_two = [r["loss"] for r in m_one], [r["loss"] for r in m_two]
+    assert len(loss_one) == len(loss_two) == 4
+    # samples and tokens are counted over both ranks
+    assert [r["samples"] for r in m_two] == [r["samples"] for r in m_one] == [8, 16, 24, 32]
+    state_one = json.loads((single_ckpt / "trainer_state.json").read_text())
+    state_two = json.loads((ranks_ckpt / "trainer_state.json").read_text())
+    assert state_two["tokens_seen"] == state_one["tokens_seen"] > 0
+    assert max(abs(a - b) for a, b in zip(loss_one, loss_two, strict=True)) < LOSS_TOLERANCE, (loss_one, loss_two)
+    w_one = load_file(Path(single.output_dir) / "export" / "model.safetensors")
+    w_two = load_file(tmp_path / "run-ranks" / "export" / "model.safetensors")
+    assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < WEIGHT_TOLERANCE
