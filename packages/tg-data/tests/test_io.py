@@ -162,6 +162,28 @@ def test_a_bad_parquet_row_is_named(tmp_path: Path, sample_factory: Callable[...
     assert [s.id for s in read_parquet(str(path), skip)] == ["s0", "s2"] and skip.total == 1
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_task_filter_reads_only_those_tasks_and_still_names_the_file_row(
+    tmp_path: Path, sample_factory: Callable[..., Sample], suffix: str
+) -> None:
+    rows = [s.to_dict() for s in _samples(sample_factory, 6)]
+    for k, r in enumerate(rows):
+        r["task"] = "rec" if k % 2 else "caption"
+    rows[3]["objects"][0]["box"] = [0.6, 0.2, 0.1, 0.6]  # an inverted box in a rec row
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".parquet":
+        pl.DataFrame(rows, schema=io_mod.PARQUET_SCHEMA).write_parquet(path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert [s.id for s in read_samples(str(path), tasks={"caption"})] == ["s0", "s2", "s4"]
+    where = r"d\.parquet: row 3" if suffix == ".parquet" else r"d\.jsonl:4"
+    with pytest.raises(DataError, match=where):
+        list(read_samples(str(path), tasks={"rec"}))
+    skip = SkipReport()
+    assert [s.id for s in read_samples(str(path), skip, tasks={"rec", "caption"})] == ["s0", "s1", "s2", "s4", "s5"]
+    assert skip.total == 1
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -220,8 +242,8 @@ def test_parquet_reading_holds_one_bounded_batch(
     seen: list[int] = []
     real = io_mod._parquet_batches
 
-    def spy(file: str, batch_rows: int) -> Iterator[pl.DataFrame]:
-        for frame in real(file, batch_rows):
+    def spy(file: str, batch_rows: int, tasks: object = None) -> Iterator[pl.DataFrame]:
+        for frame in real(file, batch_rows, tasks):
             seen.append(frame.height)
             yield frame
 

@@ -46,6 +46,8 @@ class PadGeometry:
 
 def _check_finite(values: Sequence[float], what: str) -> None:
     for v in values:
+        if type(v) is float and math.isfinite(v):  # the common case, checked first: boxes are built by the million
+            continue
         if not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
             raise BoxError(f"{what}: coordinates must be finite numbers, got {list(values)}")
 

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,8 +135,10 @@ def iter_jsonl_records(path: str) -> Iterator[tuple[int, Any]]:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
 
 
-def read_jsonl(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
-    """Samples from a JSON Lines file, one per line."""
+def read_jsonl(
+    path: str, skip: SkipReport | None = None, tasks: Collection[str] | None = None
+) -> Iterator[Sample]:
+    """Samples from a JSON Lines file, one per line; only those of ``tasks`` when given."""
     try:
         f = fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
     except FileNotFoundError:
@@ -147,7 +149,10 @@ def read_jsonl(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                yield Sample.from_dict(json.loads(line))
+                record = json.loads(line)
+                if tasks and isinstance(record, dict) and record.get("task") not in tasks:
+                    continue
+                yield Sample.from_dict(record)
             except json.JSONDecodeError as e:
                 handle_bad_record(ValueError(f"malformed JSON ({e.msg} at column {e.colno})"), where, skip)
             except SampleError as e:
@@ -168,28 +173,45 @@ def write_jsonl(samples: Iterable[Sample], path: str) -> int:
 WRITE_BATCH_ROWS = 4096
 
 
-def _parquet_batches(file: str, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Frames of at most ``batch_rows`` rows; local files are scanned in place, never loaded whole."""
+ROW_INDEX = "__row__"
+
+
+def _parquet_batches(file: str, batch_rows: int, tasks: Collection[str] | None = None) -> Iterator[pl.DataFrame]:
+    """Frames of at most ``batch_rows`` rows; local files are scanned in place, never loaded whole.
+
+    Each frame carries the file's row number (``ROW_INDEX``); the task filter runs inside polars,
+    so rows of other tasks are never turned into Python objects.
+    """
+
+    def scan(source: Any) -> Iterator[pl.DataFrame]:
+        frame = pl.scan_parquet(source).with_row_index(ROW_INDEX)
+        if tasks:
+            frame = frame.filter(pl.col("task").is_in(sorted(tasks)))
+        yield from frame.collect_batches(chunk_size=batch_rows)
+
     local = local_path(file)
     try:
         if local is not None:
-            yield from pl.scan_parquet(local).collect_batches(chunk_size=batch_rows)
+            yield from scan(local)
             return
         fs, p = fsspec.core.url_to_fs(file)
         with fs.open(p, "rb") as f:
-            yield from pl.scan_parquet(f).collect_batches(chunk_size=batch_rows)
+            yield from scan(f)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise DataError(f"{file}: not a readable Parquet file ({e})") from None
 
 
-def read_parquet(path: str, skip: SkipReport | None = None, batch_rows: int = 1024) -> Iterator[Sample]:
-    """Samples from a Parquet file or a directory of shards, ``batch_rows`` rows in memory at a time."""
+def read_parquet(
+    path: str, skip: SkipReport | None = None, batch_rows: int = 1024, tasks: Collection[str] | None = None
+) -> Iterator[Sample]:
+    """Samples from a Parquet file or a directory of shards, ``batch_rows`` rows in memory at a time.
+
+    ``tasks``: only samples of these tasks (filtered before any row becomes a ``Sample``).
+    """
     for file in _parquet_files(path):
-        row = 0
-        for batch in _parquet_batches(file, batch_rows):
+        for batch in _parquet_batches(file, batch_rows, tasks):
             for rec in batch.iter_rows(named=True):
-                where = f"{file}: row {row}"
-                row += 1
+                where = f"{file}: row {rec.pop(ROW_INDEX)}"
                 try:
                     yield Sample.from_dict(rec)
                 except SampleError as e:
@@ -267,13 +289,18 @@ def write_parquet(samples: Iterable[Sample], path: str, shard_rows: int | None =
 
 
 # dispatch -----------------------------------------------------------------------------------------
-def read_samples(path: str, skip: SkipReport | None = None) -> Iterator[Sample]:
-    """Read tg-data samples from ``.jsonl`` / ``.json`` lines, ``.parquet``, or a shard directory."""
+def read_samples(
+    path: str, skip: SkipReport | None = None, tasks: Collection[str] | None = None
+) -> Iterator[Sample]:
+    """Read tg-data samples from ``.jsonl`` / ``.json`` lines, ``.parquet``, or a shard directory.
+
+    ``tasks``: only samples of these tasks.
+    """
     p = str(path)
     if p.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return read_jsonl(p, skip)
+        return read_jsonl(p, skip, tasks)
     if is_parquet(p):
-        return read_parquet(p, skip)
+        return read_parquet(p, skip, tasks=tasks)
     raise DataError(
         f"{path}: unknown sample format; expected .jsonl, .parquet or a directory of .parquet shards "
         "(convert other formats with `tg-data convert`)"

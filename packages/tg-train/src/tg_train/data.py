@@ -41,13 +41,13 @@ def source_format(src: DataSource) -> str:
 def read_source(src: DataSource, skip: SkipReport | None = None) -> list[Sample]:
     """All samples of one source, filtered by task and capped by ``max_samples``."""
     fmt = source_format(src)
+    tasks = set(src.tasks)
     if fmt == "llava":
         from tg_data.readers.llava import read_llava
 
         samples: Iterator[Sample] = read_llava(src.path, skip=skip)
     else:
-        samples = read_samples(src.path, skip=skip)
-    tasks = set(src.tasks)
+        samples = read_samples(src.path, skip=skip, tasks=tasks or None)
     out = [s for s in samples if not tasks or s.task in tasks]
     if src.max_samples:
         out = out[: src.max_samples]
