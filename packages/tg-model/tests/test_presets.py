@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tg_model.inputs import collate
+from tg_model.modeling import TinyGroundingGPTForCausalLM
 from tg_model.presets import PRESETS, QWEN_SYSTEM_PROMPT, build_model, get_preset
 
 # Qwen2.5-Instruct: (hidden, layers, heads, kv heads, intermediate, vocab, tied embeddings, published size)
@@ -112,6 +113,20 @@ def test_overrides_reach_the_config_and_the_text_config():
     assert model.object_tokens == 16
     assert model.config.text_config.num_hidden_layers == 1
     assert len(model.language_model.model.layers) == 1
+
+
+def test_encoder_overrides_change_the_towers_and_survive_a_reload(tmp_path):
+    model, tok = build_model("tiny", encoder_patch_size=16, encoder_width=32)
+    assert model.image_tokens == (64 // 16) ** 2
+    assert all(tw.grid == 4 for tw in model.encoder.towers)
+    model.save_pretrained(tmp_path)
+    reloaded = TinyGroundingGPTForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.image_tokens == 16
+    assert not any(p.requires_grad for p in reloaded.encoder.parameters())  # frozen, as it was saved
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(model.encoder(x), reloaded.encoder(x))
+    with pytest.raises(ValueError, match=r"preset 'tiny': bad encoder override .*patch_sise"):
+        build_model("tiny", encoder_patch_sise=16)
 
 
 def test_unknown_preset_names_list_the_known_ones():

@@ -25,8 +25,9 @@ from tg_train.data import (
     mixture_indices,
     pack_rows,
     plan_epoch,
+    read_source,
 )
-from tg_train.recipe import DataSource, load_recipe
+from tg_train.recipe import DataSource, RecipeError, load_recipe
 from tg_train.trainer import load_model, train, training_inputs
 
 
@@ -253,6 +254,18 @@ def _refusable(shapes_world: Path, out: Path) -> Path:
     path = out / "mixed.jsonl"
     write_samples([*good, *missing, *too_long], str(path))
     return path
+
+
+def test_sources_filter_by_task_and_object_count(shapes_world: Path):
+    path = str(shapes_world / "train.parquet")
+    every = list(read_samples(path))
+    rec = read_source(DataSource(path=path, tasks=["rec", "reg"]))
+    assert [s.id for s in rec] == [s.id for s in every if s.task in ("rec", "reg")]
+    easy = read_source(DataSource(path=path, tasks=["grounded_desc"], max_objects=1))
+    assert easy and [s.id for s in easy] == [s.id for s in every if s.task == "grounded_desc" and len(s.objects) <= 1]
+    assert len(easy) < sum(s.task == "grounded_desc" for s in every)  # scenes of 2 and 3 shapes left out
+    with pytest.raises(RecipeError, match=r"yields no samples of tasks \['no-such-task'\]$"):
+        read_source(DataSource(path=path, tasks=["no-such-task"]))
 
 
 def test_dataset_passes_refusals_on_with_their_reason(small_model, shapes_world: Path, tmp_path: Path):

@@ -83,6 +83,18 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
             # a generated placeholder would have no features behind it (and breaks re-encoding without a cache)
             self.generation_config.suppress_tokens = media_ids
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> TinyGroundingGPTForCausalLM:
+        """As ``PreTrainedModel.from_pretrained``; the encoder comes back frozen, as it was built.
+
+        Loading materialises every parameter afresh, gradients on; frozen towers would otherwise
+        come back trainable (and cost optimiser memory in whoever trains the loaded model next).
+        """
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, TinyGroundingGPTForCausalLM) and model.encoder.frozen:
+            model.encoder.freeze()
+        return model
+
     # plumbing the LLM's embeddings through --------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

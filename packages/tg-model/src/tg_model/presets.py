@@ -141,8 +141,9 @@ def build_model(
     ``encoder_weights`` maps a tower index to a local checkpoint path. With ``load_weights=False``
     nothing is read or downloaded: the architecture is built with random (or, under
     ``torch.device("meta")``, no) weights and the tokenizer is ``None`` for real presets.
-    ``overrides`` set config fields (``object_grid=4``) or, with a ``text_`` prefix, text-config
-    fields (``text_num_hidden_layers=2``).
+    ``overrides`` set config fields (``object_grid=4``), with a ``text_`` prefix text-config
+    fields (``text_num_hidden_layers=2``), with an ``encoder_`` prefix the preset's encoder-spec
+    arguments (``encoder_patch_size=16`` for the tiny towers).
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
     register_auto_classes()
@@ -150,8 +151,12 @@ def build_model(
         torch.manual_seed(seed)
     text_config = copy.deepcopy(p.text_config)
     text_config.update({k[5:]: v for k, v in overrides.items() if k.startswith("text_")})
-    config_overrides = {k: v for k, v in overrides.items() if not k.startswith("text_")}
-    specs = p.encoder_specs()
+    encoder_args = {**p.encoder, **{k[8:]: v for k, v in overrides.items() if k.startswith("encoder_")}}
+    config_overrides = {k: v for k, v in overrides.items() if not k.startswith(("text_", "encoder_"))}
+    try:
+        specs = real_encoder_specs(**encoder_args) if p.is_real else tiny_encoder_specs(**encoder_args)
+    except TypeError as e:
+        raise ValueError(f"preset {p.name!r}: bad encoder override ({e})") from None
     for index, path in (encoder_weights or {}).items():
         specs[index] = {**specs[index], "pretrained": path}
 

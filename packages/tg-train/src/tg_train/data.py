@@ -48,11 +48,16 @@ def read_source(src: DataSource, skip: SkipReport | None = None) -> list[Sample]
         samples: Iterator[Sample] = read_llava(src.path, skip=skip)
     else:
         samples = read_samples(src.path, skip=skip, tasks=tasks or None)
-    out = [s for s in samples if not tasks or s.task in tasks]
+    out = [
+        s for s in samples
+        if (not tasks or s.task in tasks) and (not src.max_objects or len(s.objects) <= src.max_objects)
+    ]
     if src.max_samples:
         out = out[: src.max_samples]
     if not out:
-        raise RecipeError(f"data source {src.path!r} yields no samples" + (f" of tasks {sorted(tasks)}" if tasks else ""))
+        which = [f"of tasks {sorted(tasks)}"] if tasks else []
+        which += [f"with at most {src.max_objects} object(s)"] if src.max_objects else []
+        raise RecipeError(f"data source {src.path!r} yields no samples" + (" " + " and ".join(which) if which else ""))
     return out
 
 

@@ -106,6 +106,7 @@ class DataSource:
     epochs: float = 0.0  # passes over this source per stage epoch (fractions sample a subset)
     weight: float = 0.0  # or: share of the mixture
     tasks: list[str] = field(default_factory=list)  # keep only these tasks
+    max_objects: int = 0  # > 0: keep only samples with at most this many objects (a curriculum's easy start)
     max_samples: int = 0
 
 
