@@ -116,7 +116,7 @@ def test_overrides_reach_the_config_and_the_text_config():
 
 
 def test_encoder_overrides_change_the_towers_and_survive_a_reload(tmp_path):
-    model, tok = build_model("tiny", encoder_patch_size=16, encoder_width=32)
+    model, _ = build_model("tiny", encoder_patch_size=16, encoder_width=32)
     assert model.image_tokens == (64 // 16) ** 2
     assert all(tw.grid == 4 for tw in model.encoder.towers)
     model.save_pretrained(tmp_path)
