@@ -57,8 +57,10 @@ class Preset:
     def is_real(self) -> bool:
         return self.llm is not None
 
-    def encoder_specs(self) -> list[dict[str, Any]]:
-        return real_encoder_specs(**self.encoder) if self.is_real else tiny_encoder_specs(**self.encoder)
+    def encoder_specs(self, **overrides: Any) -> list[dict[str, Any]]:
+        """The towers' specs; ``overrides`` replace the preset's spec-builder arguments."""
+        args = {**self.encoder, **overrides}
+        return real_encoder_specs(**args) if self.is_real else tiny_encoder_specs(**args)
 
 
 TINY_TEXT = {
@@ -151,10 +153,10 @@ def build_model(
         torch.manual_seed(seed)
     text_config = copy.deepcopy(p.text_config)
     text_config.update({k[5:]: v for k, v in overrides.items() if k.startswith("text_")})
-    encoder_args = {**p.encoder, **{k[8:]: v for k, v in overrides.items() if k.startswith("encoder_")}}
+    encoder_overrides = {k[8:]: v for k, v in overrides.items() if k.startswith("encoder_")}
     config_overrides = {k: v for k, v in overrides.items() if not k.startswith(("text_", "encoder_"))}
     try:
-        specs = real_encoder_specs(**encoder_args) if p.is_real else tiny_encoder_specs(**encoder_args)
+        specs = p.encoder_specs(**encoder_overrides)
     except TypeError as e:
         raise ValueError(f"preset {p.name!r}: bad encoder override ({e})") from None
     for index, path in (encoder_weights or {}).items():

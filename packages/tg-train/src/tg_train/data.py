@@ -45,13 +45,10 @@ def read_source(src: DataSource, skip: SkipReport | None = None) -> list[Sample]
     if fmt == "llava":
         from tg_data.readers.llava import read_llava
 
-        samples: Iterator[Sample] = read_llava(src.path, skip=skip)
+        samples: Iterator[Sample] = (s for s in read_llava(src.path, skip=skip) if not tasks or s.task in tasks)
     else:
-        samples = read_samples(src.path, skip=skip, tasks=tasks or None)
-    out = [
-        s for s in samples
-        if (not tasks or s.task in tasks) and (not src.max_objects or len(s.objects) <= src.max_objects)
-    ]
+        samples = read_samples(src.path, skip=skip, tasks=tasks or None)  # filtered by the reader
+    out = [s for s in samples if not src.max_objects or len(s.objects) <= src.max_objects]
     if src.max_samples:
         out = out[: src.max_samples]
     if not out:
