@@ -24,6 +24,9 @@ from tg_encoders import (
     WeightsError,
     build_tower,
     normalise,
+    save_tower_weights,
+    tiny_clip_spec,
+    tiny_dinov2_spec,
 )
 
 VISION = {"width": 64, "layers": 3, "head_width": 32, "patch_size": 8}
@@ -78,17 +81,23 @@ def test_clip_tower_loads_open_clip_checkpoints_with_identical_outputs(tmp_path,
     assert not torch.allclose(unloaded, reference, atol=1e-3)
 
 
-def test_clip_tower_weights_round_trip_through_open_clip_format(tmp_path, pixels):
-    """Our tower's own weights saved as open_clip keys (``visual.*``) load back identically."""
-    spec = {"type": "clip", "arch": VISION, "image_size": 64, "layer": -1}
+@pytest.mark.parametrize("spec_fn", [tiny_clip_spec, tiny_dinov2_spec], ids=["clip", "dinov2"])
+def test_saved_tower_weights_load_back_identically_through_pretrained(tmp_path, pixels, spec_fn):
+    """A tower trained here, written in its library's layout, is a ``pretrained`` path like a download."""
+    spec = spec_fn(image_size=64, pos_embed="sincos")
     torch.manual_seed(5)
     tower = build_tower(spec).eval()
-    state = {f"visual.{k}": v for k, v in tower.visual.state_dict().items()}
-    path = tmp_path / "tower.safetensors"
-    save_file(state, str(path))
+    with torch.no_grad():  # as after training: nothing left at its initial value
+        for p in tower.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_tower_weights(tower, tmp_path / "towers" / "tower.safetensors")
+    assert path.is_file() and not list(path.parent.glob("*.partial"))
+    torch.manual_seed(6)
     loaded = build_tower({**spec, "pretrained": str(path)}).eval()
+    fresh = build_tower(spec).eval()
     with torch.no_grad():
         assert torch.equal(loaded(pixels), tower(pixels))
+        assert not torch.allclose(fresh(pixels), tower(pixels), atol=1e-3)
 
 
 def test_clip_checkpoint_at_other_resolution_gets_resampled_position_embeddings(tmp_path):

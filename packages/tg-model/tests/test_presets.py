@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tg_encoders.errors import TowerSpecError
 from tg_model.inputs import collate
 from tg_model.modeling import TinyGroundingGPTForCausalLM
 from tg_model.presets import PRESETS, QWEN_SYSTEM_PROMPT, build_model, get_preset
@@ -127,6 +128,30 @@ def test_encoder_overrides_change_the_towers_and_survive_a_reload(tmp_path):
     torch.testing.assert_close(model.encoder(x), reloaded.encoder(x))
     with pytest.raises(ValueError, match=r"preset 'tiny': bad encoder override .*patch_sise"):
         build_model("tiny", encoder_patch_sise=16)
+
+
+def test_tiny_towers_load_local_weights_and_stay_frozen(tmp_path):
+    """The tiny towers have no published weights, but trained ones (a local path) load like any checkpoint."""
+    from tg_encoders import save_tower_weights
+
+    random_model, _ = build_model("tiny", seed=0)
+    trained = random_model.encoder.towers[0]
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = save_tower_weights(trained, tmp_path / "tower-0.safetensors")
+
+    model, _ = build_model("tiny", seed=0, encoder_weights={0: str(path)})
+    reference, _ = build_model("tiny", seed=0)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.encoder.towers[0](x), trained(x))  # tower 0 from the file
+        assert torch.equal(model.encoder.towers[1](x), reference.encoder.towers[1](x))  # tower 1 as built
+        assert not torch.allclose(model.encoder.towers[0](x), reference.encoder.towers[0](x), atol=1e-3)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert model.config.encoder_specs[0]["pretrained"] is None  # the weights travel in the model's own file
+    with pytest.raises(TowerSpecError, match=r"tower-9\.safetensors.* is not a file"):
+        build_model("tiny", encoder_weights={0: str(tmp_path / "tower-9.safetensors")})
 
 
 def test_unknown_preset_names_list_the_known_ones():

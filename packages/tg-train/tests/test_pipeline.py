@@ -52,7 +52,8 @@ def _stage(tmp_path: Path, name: str, stage: str = "2", model: str = 'preset = "
 
 
 def test_variables_outputs_and_starting_models(tmp_path: Path):
-    first, second = _stage(tmp_path, "first"), _stage(tmp_path, "second", model='init = "${prev}"')
+    towers = 'preset = "tiny"\nencoder_weights = ["${towers}/tower-0.safetensors", "${towers}/tower-1.safetensors"]'
+    first, second = _stage(tmp_path, "first", model=towers), _stage(tmp_path, "second", model='init = "${prev}"')
     pipeline = load_pipeline(str(_pipeline(
         tmp_path, f'[[stages]]\nrecipe = "{first}"\n[[stages]]\nrecipe = "{second}"\nset = ["optim.lr=5e-4"]\n'
     )))
@@ -62,12 +63,15 @@ def test_variables_outputs_and_starting_models(tmp_path: Path):
     assert r1.data[0].path == f"{out}/shapes/train.parquet"  # ${data}: the pipeline's shapes world
     assert r1.output_dir == str(out / "stage1")
     assert (r1.model.preset, r1.model.init) == ("tiny", "")
+    assert r1.model.encoder_weights == [f"{out}/towers/tower-{i}.safetensors" for i in range(2)]  # ${towers}
+    with pytest.raises(RecipeError, match=r"towers/tower-0\.safetensors"):  # not pretrained: named before training
+        stage_recipe(pipeline, 0)
     r2 = stage_recipe(pipeline, 1, extra=["batch.micro=2"], check_files=False)
     assert (r2.model.preset, r2.model.init) == ("", str(out / "stage1" / "export"))  # ${prev}
     assert r2.output_dir == str(out / "stage2")
     assert r2.optim.lr == 5e-4 and r2.batch.micro == 2  # the stage's own --set, then the caller's
     # a later stage starts from the previous export even when its recipe names a preset
-    pipeline.stages[1].recipe = str(first)
+    pipeline.stages[1].recipe = str(_stage(tmp_path, "third"))
     assert stage_recipe(pipeline, 1, check_files=False).model == r2.model
 
 

@@ -6,10 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tg_data.coords import parse_box
 from tg_data.io import read_samples
+from tg_model.modeling import TinyGroundingGPTForCausalLM
 from tg_train.cli import app
 from tg_train.pipeline import load_pipeline
 from tg_train.recipe import load_recipe
@@ -63,6 +66,16 @@ def test_quickstart_at_a_small_scale(tmp_path: Path, small_llm):
         assert stage["steps"] == max(2, round(steps * SCALE))
         assert (out / f"stage{k + 1}" / "export" / "config.json").is_file()
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the towers were pretrained first, loaded by stage 1 and kept frozen to the end: the final
+    # export's towers hold exactly the pretrained files' weights
+    towers = results["towers"]
+    assert towers["steps"] == max(2, round(pipeline.towers.steps * SCALE))
+    final = TinyGroundingGPTForCausalLM.from_pretrained(out / f"stage{n_stages}" / "export")
+    for tower, path in zip(final.encoder.towers, towers["files"], strict=True):
+        saved = load_file(path)
+        state = tower.native_state_dict()
+        assert set(state) == set(saved) and all(torch.equal(v, saved[k]) for k, v in state.items())
 
     # the figures, recomputed from the held-out REC questions and the model's answers
     rec = [s for s in read_samples(str(out / "shapes" / "test.parquet")) if s.task == "rec"]

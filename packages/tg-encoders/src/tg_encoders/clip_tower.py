@@ -238,6 +238,10 @@ class CLIPTower(TowerBase):
     def spec(self) -> dict[str, Any]:
         return copy.deepcopy(self._spec)
 
+    def native_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under open_clip's keys (``visual.*``), the layout a ``pretrained`` path is read in."""
+        return {f"visual.{k}": v for k, v in self.visual.state_dict().items()}
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalise_input(pixels)
         out = self.visual.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NLC")

@@ -155,6 +155,10 @@ class DINOv2Tower(TowerBase):
     def spec(self) -> dict[str, Any]:
         return copy.deepcopy(self._spec)
 
+    def native_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under timm's keys, the layout a ``pretrained`` path is read in."""
+        return dict(self.model.state_dict())
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalise_input(pixels)
         # The final norm is applied to the chosen block, as DINOv2 does for its patch tokens.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +26,7 @@ __all__ = [
     "VisionTower",
     "build_tower",
     "count_parameters",
+    "save_tower_weights",
     "tiny_clip_spec",
     "tiny_dinov2_spec",
     "tower_spec",
@@ -53,6 +55,8 @@ class VisionTower(Protocol):
 
     def spec(self) -> dict[str, Any]: ...
 
+    def native_state_dict(self) -> dict[str, torch.Tensor]: ...
+
 
 _BUILDERS = {"clip": CLIPTower, "dinov2": DINOv2Tower}
 
@@ -65,6 +69,24 @@ def build_tower(spec: Mapping[str, Any], load_weights: bool = True) -> VisionTow
     if kind not in _BUILDERS:
         raise TowerSpecError(f"tower spec {dict(spec)}: 'type' must be one of {sorted(_BUILDERS)}, got {kind!r}")
     return _BUILDERS[kind](spec, load_weights=load_weights)
+
+
+def save_tower_weights(tower: VisionTower, path: str | Path) -> Path:
+    """Write a tower's weights as a safetensors file in its library's layout.
+
+    The file is what the tower's spec takes as a local ``pretrained`` path, so towers trained here
+    (the tiny preset's, say) load like any downloaded checkpoint. Written then renamed: a reader
+    never sees half a file.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in tower.native_state_dict().items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(state, str(partial))
+    partial.replace(path)
+    return path
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -186,7 +186,9 @@ def build_model(
         encoder_specs=[{**s, "pretrained": None} for s in specs],
         **{**preset_fields, **config_overrides},  # an override replaces the preset's value
     )
-    encoder = build_encoder(specs, load_weights=load_weights and p.is_real, resample=config.encoder_resample)
+    # the tiny preset's towers have no published weights; local ones (trained towers) still load
+    load_towers = load_weights and (p.is_real or bool(encoder_weights))
+    encoder = build_encoder(specs, load_weights=load_towers, resample=config.encoder_resample)
     if p.is_real and load_weights:
         language_model = AutoModelForCausalLM.from_pretrained(llm or p.llm, dtype=dtype)
     else:

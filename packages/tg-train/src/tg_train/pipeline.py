@@ -1,8 +1,9 @@
 """Pipelines: stages run one after another, each starting from the previous stage's export.
 
 A pipeline file names its stage recipes and may ask for a shapes world to be generated first.
-Recipe strings can use ``${output_dir}``, ``${data}`` (the generated shapes world) and
-``${prev}`` (the previous stage's export); the pipeline fills them in.
+Recipe strings can use ``${output_dir}``, ``${data}`` (the generated shapes world), ``${towers}``
+(the towers it pretrains, see ``tg_train.towers``) and ``${prev}`` (the previous stage's export);
+the pipeline fills them in.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ class ShapesSection:
 
 
 @dataclass
+class TowersSection:
+    """Tower pretraining (``tg_train.towers``) into ``${output_dir}/towers`` before the first stage; 0 steps: none."""
+
+    steps: int = 0
+    batch: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    box_weight: float = 10.0  # L1 on [0, 1] coordinates is small beside the cross-entropies
+    seed: int = 0
+    log_every: int = 100
+    eval_scenes: int = 512  # held-out scenes the final accuracies are measured on
+
+
+@dataclass
 class StageEntry:
     recipe: str = ""
     set: list[str] = field(default_factory=list)  # --set overrides for this stage
@@ -58,6 +73,7 @@ class Pipeline:
     description: str = ""
     output_dir: str = "runs/pipeline"
     shapes: ShapesSection = field(default_factory=ShapesSection)
+    towers: TowersSection = field(default_factory=TowersSection)
     stages: list[StageEntry] = field(default_factory=list)
     eval: EvalSection = field(default_factory=EvalSection)
     source_path: str = ""
@@ -65,6 +81,10 @@ class Pipeline:
     @property
     def data_dir(self) -> Path:
         return Path(self.output_dir) / "shapes"
+
+    @property
+    def towers_dir(self) -> Path:
+        return Path(self.output_dir) / "towers"
 
     def stage_dir(self, index: int) -> Path:
         return Path(self.output_dir) / f"stage{index + 1}"
@@ -103,7 +123,7 @@ def stage_recipe(pipeline: Pipeline, index: int, extra: list[str] | None = None,
     entry = pipeline.stages[index]
     path = resolve_recipe_path(entry.recipe)
     table = read_table(path)
-    variables = {"output_dir": pipeline.output_dir, "data": str(pipeline.data_dir)}
+    variables = {"output_dir": pipeline.output_dir, "data": str(pipeline.data_dir), "towers": str(pipeline.towers_dir)}
     if index > 0:
         variables["prev"] = str(pipeline.stage_dir(index - 1) / "export")
     table = _substitute(table, variables, str(path))
@@ -164,6 +184,11 @@ def run_pipeline(pipeline: Pipeline, extra: list[str] | None = None) -> list[Any
     dist = init_distributed()
     if dist.is_main:
         generate_shapes(pipeline)
+        if pipeline.towers.steps:
+            from tg_train.towers import pretrain_towers
+
+            first = stage_recipe(pipeline, 0, extra, check_files=False).model
+            pretrain_towers(pipeline.towers, pipeline.data_dir, pipeline.towers_dir, first.preset or "tiny", first.overrides)
     if dist.world > 1:
         import torch.distributed
 

@@ -48,6 +48,8 @@ def scale_pipeline(pipeline: Pipeline, scale: float) -> list[list[str]]:
         return [[] for _ in pipeline.stages]
     s = pipeline.shapes
     s.train, s.val, s.test = (max(8, round(n * scale)) if n else 0 for n in (s.train, s.val, s.test))
+    if pipeline.towers.steps:
+        pipeline.towers.steps = max(2, round(pipeline.towers.steps * scale))
     out = []
     for entry in pipeline.stages:
         steps = load_recipe(entry.recipe, entry.set, check_files=False).optim.max_steps or 100
@@ -140,5 +142,10 @@ def run_quickstart(
         ],
         "scale": scale,
     }
+    towers = pipeline.towers_dir / "summary.json"
+    if pipeline.towers.steps and towers.is_file():
+        summary = json.loads(towers.read_text())
+        results["towers"] = {k: summary[k] for k in ("seconds", "held_out", "held_out_split", "files")}
+        results["towers"]["steps"] = summary["settings"]["steps"]
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
