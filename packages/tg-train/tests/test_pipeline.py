@@ -78,7 +78,7 @@ def test_variables_outputs_and_starting_models(tmp_path: Path):
 def test_unknown_variables_and_prev_in_the_first_stage(tmp_path: Path):
     uses_prev = _stage(tmp_path, "uses-prev", model='init = "${prev}"')
     pipeline = load_pipeline(str(_pipeline(tmp_path, f'[[stages]]\nrecipe = "{uses_prev}"\n')))
-    with pytest.raises(RecipeError, match=r"unknown variable \$\{prev\}; known: \['data', 'output_dir'\]"):
+    with pytest.raises(RecipeError, match=r"unknown variable \$\{prev\}; known: \['data', 'output_dir', 'towers'\]"):
         stage_recipe(pipeline, 0, check_files=False)
     typo = tmp_path / "typo.toml"
     typo.write_text(_stage(tmp_path, "x").read_text().replace("${data}", "${dataa}"))
