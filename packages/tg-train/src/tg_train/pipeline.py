@@ -179,15 +179,15 @@ def run_pipeline(pipeline: Pipeline, extra: list[str] | None = None) -> list[Any
     from tg_train.engine import init_distributed
     from tg_train.trainer import train
 
-    for index in range(len(pipeline.stages)):  # unknown keys and wrong types: fail before any training
-        stage_recipe(pipeline, index, extra, check_files=False)
+    # unknown keys and wrong types: fail before any training
+    checked = [stage_recipe(pipeline, index, extra, check_files=False) for index in range(len(pipeline.stages))]
     dist = init_distributed()
     if dist.is_main:
         generate_shapes(pipeline)
         if pipeline.towers.steps:
             from tg_train.towers import pretrain_towers
 
-            first = stage_recipe(pipeline, 0, extra, check_files=False).model
+            first = checked[0].model
             pretrain_towers(pipeline.towers, pipeline.data_dir, pipeline.towers_dir, first.preset or "tiny", first.overrides)
     if dist.world > 1:
         import torch.distributed

@@ -13,7 +13,6 @@ the first stage like any local checkpoint (``model.encoder_weights``).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tg_data.shapes.scene import COLOURS, KINDS, SIZES, Scene
+from tg_train.engine import lr_lambda
 from tg_train.pipeline import TowersSection
-
-TARGETS = ("object", "colour", "kind", "size")
 
 
 @dataclass
@@ -39,6 +37,10 @@ class PatchTargets:
     kind: torch.Tensor
     size: torch.Tensor
     box: torch.Tensor  # (N, P, 4) the covering shape's box, padded-square coordinates
+
+    def select(self, rows: torch.Tensor) -> PatchTargets:
+        """The labels of the scenes at ``rows``."""
+        return PatchTargets(self.covered[rows], self.colour[rows], self.kind[rows], self.size[rows], self.box[rows])
 
 
 def patch_targets(scenes: list[Scene], grid: int) -> PatchTargets:
@@ -116,11 +118,12 @@ def _load_split(data_dir: Path, split: str, limit: int | None, image_size: int) 
     return torch.stack(pixels), scenes
 
 
-def _summary_matches(path: Path, wanted: dict[str, Any]) -> bool:
+def _finished_run(path: Path, wanted: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of an earlier run with the same settings, specs and data, if there is one."""
     if not path.is_file():
-        return False
+        return None
     done = json.loads(path.read_text())
-    return all(done.get(k) == v for k, v in wanted.items())
+    return done if all(done.get(k) == v for k, v in wanted.items()) else None
 
 
 def pretrain_towers(
@@ -141,8 +144,9 @@ def pretrain_towers(
     encoder = model.encoder
     wanted = {"settings": asdict(section), "specs": json.loads(json.dumps(encoder.specs())), "data": str(data_dir)}
     summary_path = out_dir / "summary.json"
-    if _summary_matches(summary_path, wanted):
-        return json.loads(summary_path.read_text())
+    done = _finished_run(summary_path, wanted)
+    if done is not None:
+        return done
 
     start = time.time()
     pixels, scenes = _load_split(data_dir, "train", None, encoder.image_size)
@@ -157,11 +161,9 @@ def pretrain_towers(
     params = [*encoder.parameters(), *heads.parameters()]
     optimiser = torch.optim.AdamW(params, lr=section.lr, weight_decay=0.0)
 
-    def lr_factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, section.warmup_steps))
-        return warm * 0.5 * (1 + math.cos(math.pi * step / max(1, section.steps)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_lambda(step, section.steps, section.warmup_steps, "cosine", 0.0)
+    )
     rng = np.random.default_rng(section.seed)
     batch = min(section.batch, len(scenes))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,8 +172,7 @@ def pretrain_towers(
     logger.info(f"towers: pretraining {len(encoder.towers)} towers on {len(scenes)} scenes for {section.steps} steps")
     for step in range(1, section.steps + 1):
         idx = torch.from_numpy(rng.choice(len(scenes), batch, replace=False))
-        sub = PatchTargets(*(getattr(targets, f)[idx] for f in PatchTargets.__dataclass_fields__))
-        loss, scores = _losses_and_scores(heads(encoder(pixels[idx])), sub, section.box_weight)
+        loss, scores = _losses_and_scores(heads(encoder(pixels[idx])), targets.select(idx), section.box_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
