@@ -84,13 +84,29 @@ def test_quickstart_at_a_small_scale(tmp_path: Path, small_llm):
     answers = {r["id"]: r["text"] for r in map(json.loads, lines)}
     assert set(answers) == {s.id for s in rec}
     hits = {"model": 0, "center": 0, "whole": 0}
+    model_hit = {}
     for s in rec:
         w, h = s.width, s.height
         target = s.objects[0].box.to_pixels(w, h)
         box = parse_box(answers[s.id])
-        hits["model"] += box is not None and _pixel_iou(box.to_pixels(w, h), target, w, h) >= 0.5
+        model_hit[s.id] = box is not None and _pixel_iou(box.to_pixels(w, h), target, w, h) >= 0.5
+        hits["model"] += model_hit[s.id]
         hits["center"] += _pixel_iou((w / 4, h / 4, 3 * w / 4, 3 * h / 4), target, w, h) >= 0.5
         hits["whole"] += _pixel_iou((0, 0, w, h), target, w, h) >= 0.5
     assert results["rec_acc50"] == hits["model"] / len(rec)
     assert results["baseline_center_acc50"] == hits["center"] / len(rec)
     assert results["baseline_whole_acc50"] == hits["whole"] / len(rec)
+
+    # the breakdown by the number of shapes in the scene adds up to the same answers
+    scenes_file = (out / "shapes" / "scenes" / "test.jsonl").read_text().splitlines()
+    n_shapes = {d["id"]: len(d["shapes"]) for d in map(json.loads, scenes_file)}
+    by_shapes = results["by_shapes"]
+    for n, row in by_shapes.items():
+        asked = [s for s in rec if n_shapes[s.meta["scene"]] == int(n)]
+        assert row["n"] == len(asked) > 0
+        assert row["acc50"] == sum(model_hit[s.id] for s in asked) / len(asked)
+    assert sum(row["n"] for row in by_shapes.values()) == len(rec)
+    several = [s for s in rec if n_shapes[s.meta["scene"]] > 1]
+    landed = results["several_shapes_answers"]
+    assert sum(landed.values()) == len(several)
+    assert landed["asked_for"] == sum(model_hit[s.id] for s in several)

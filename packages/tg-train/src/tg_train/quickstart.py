@@ -72,6 +72,40 @@ def baseline_scores(samples: list[Any], split_name: str) -> dict[str, float]:
     return out
 
 
+def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path) -> dict[str, Any]:
+    """Acc@0.5 by the number of shapes in the scene, and where answers about several shapes land.
+
+    An answer that overlaps no shape at IoU 0.5 sits between the shapes (the model has not chosen);
+    one on another shape chose wrongly. The two call for different fixes, so both are counted.
+    """
+    from tg_data.coords import parse_boxes
+
+    texts = {r["id"]: r["text"] for r in map(json.loads, predictions.read_text().splitlines()) if r}
+    by_shapes: dict[int, list[int]] = {}
+    landed = {"asked_for": 0, "another_shape": 0, "no_shape": 0, "unparseable": 0}
+    for sample in samples:
+        scene = scenes[sample.meta["scene"]]
+        box = parse_boxes(texts.get(sample.id, "")).first
+        hit = box is not None and box.iou(sample.objects[0].box) >= 0.5
+        n = len(scene.shapes)
+        counts = by_shapes.setdefault(n, [0, 0])
+        counts[0] += hit
+        counts[1] += 1
+        if n > 1:
+            if box is None:
+                landed["unparseable"] += 1
+            elif hit:
+                landed["asked_for"] += 1
+            elif any(box.iou(other) >= 0.5 for other in scene.boxes):
+                landed["another_shape"] += 1
+            else:
+                landed["no_shape"] += 1
+    return {
+        "by_shapes": {str(n): {"n": t, "acc50": h / t} for n, (h, t) in sorted(by_shapes.items())},
+        "several_shapes_answers": landed,
+    }
+
+
 def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | None = None) -> dict[str, Any]:
     """REC Acc@0.5 of the final export on the held-out split, and the baselines."""
     from tg_eval.model import ModelPredictor
@@ -85,8 +119,11 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
         "rec", pipeline.data_dir, predictor, predictions, split=pipeline.eval.split,
         batch_size=pipeline.eval.batch_size, progress=True, name="tiny",
     )
+    from tg_data.shapes.dataset import load_scenes
+
     samples = shapes_samples(pipeline.data_dir, pipeline.eval.split, "rec")
     base = baseline_scores(samples, f"shapes-{pipeline.eval.split}")
+    scenes = {scene.id: scene for scene in load_scenes(str(pipeline.data_dir), pipeline.eval.split)}
     (out_dir / "rec.json").write_text(json.dumps(result.to_dict(), indent=2))
     row = overall(result)
     return {
@@ -95,6 +132,7 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
         "rec_unparseable": row["unparseable"],
         "baseline_center_acc50": base["center"],
         "baseline_whole_acc50": base["whole"],
+        **rec_breakdown(samples, scenes, predictions),
     }
 
 
@@ -108,6 +146,15 @@ def results_table(results: dict[str, Any]) -> str:
     lines = [f"REC Acc@0.5 on {results['rec_n']} held-out shapes-world questions", ""]
     lines += [f"| {'model':<{width}} | Acc@0.5 |", f"| {'-' * width} | ------: |"]
     lines += [f"| {name:<{width}} | {100 * acc:6.2f}% |" for name, acc in rows]
+    if results.get("by_shapes"):
+        lines.append("")
+        lines.append("by shapes in the scene: " + ", ".join(
+            f"{n}: {100 * row['acc50']:.1f}% of {row['n']}" for n, row in results["by_shapes"].items()
+        ))
+        landed = results["several_shapes_answers"]
+        lines.append("answers about scenes of several shapes: " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in landed.items()
+        ))
     lines.append("")
     lines.append(f"{results['minutes']:.1f} minutes in all; results in {results['output_dir']}/results.json")
     return "\n".join(lines)
