@@ -77,16 +77,23 @@ def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path)
 
     An answer that overlaps no shape at IoU 0.5 sits between the shapes (the model has not chosen);
     one on another shape chose wrongly. The two call for different fixes, so both are counted.
+    Answers are judged as tg-eval's REC scorer judges them (same parser, pixel IoU, threshold).
     """
-    from tg_data.coords import parse_boxes
+    from tg_data.coords import parse_box
+    from tg_eval.predictions import read_predictions
+    from tg_eval.rec import IOU_THRESHOLD, pixel_iou
 
-    texts = {r["id"]: r["text"] for r in map(json.loads, predictions.read_text().splitlines()) if r}
+    answers = read_predictions(predictions)
     by_shapes: dict[int, list[int]] = {}
     landed = {"asked_for": 0, "another_shape": 0, "no_shape": 0, "unparseable": 0}
     for sample in samples:
         scene = scenes[sample.meta["scene"]]
-        box = parse_boxes(texts.get(sample.id, "")).first
-        hit = box is not None and box.iou(sample.objects[0].box) >= 0.5
+        width, height = sample.size
+        box = parse_box(answers.text(sample.id) or "")
+        covers = [] if box is None else [
+            pixel_iou(box, target, width, height) >= IOU_THRESHOLD for target in (sample.objects[0].box, *scene.boxes)
+        ]
+        hit = bool(covers) and covers[0]
         n = len(scene.shapes)
         counts = by_shapes.setdefault(n, [0, 0])
         counts[0] += hit
@@ -96,7 +103,7 @@ def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path)
                 landed["unparseable"] += 1
             elif hit:
                 landed["asked_for"] += 1
-            elif any(box.iou(other) >= 0.5 for other in scene.boxes):
+            elif any(covers[1:]):
                 landed["another_shape"] += 1
             else:
                 landed["no_shape"] += 1
@@ -108,6 +115,7 @@ def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path)
 
 def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | None = None) -> dict[str, Any]:
     """REC Acc@0.5 of the final export on the held-out split, and the baselines."""
+    from tg_data.shapes.dataset import load_scenes
     from tg_eval.model import ModelPredictor
     from tg_eval.runner import run_shapes
 
@@ -119,8 +127,6 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
         "rec", pipeline.data_dir, predictor, predictions, split=pipeline.eval.split,
         batch_size=pipeline.eval.batch_size, progress=True, name="tiny",
     )
-    from tg_data.shapes.dataset import load_scenes
-
     samples = shapes_samples(pipeline.data_dir, pipeline.eval.split, "rec")
     base = baseline_scores(samples, f"shapes-{pipeline.eval.split}")
     scenes = {scene.id: scene for scene in load_scenes(str(pipeline.data_dir), pipeline.eval.split)}
