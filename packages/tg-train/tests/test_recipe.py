@@ -85,6 +85,23 @@ def test_a_table_given_as_a_value(tmp_path: Path, shapes_world: Path):
         load_recipe(str(path))
 
 
+def test_encoder_weights_must_be_local_files(tmp_path: Path):
+    """Towers load only local checkpoints: a directory or a URL is named before anything starts."""
+    weights = tmp_path / "tower-0.safetensors"
+    weights.write_bytes(b"")
+    listed = [str(weights), str(tmp_path), "https://example.org/tower.safetensors"]
+    path = _write(
+        tmp_path, f'stage = "1a"\n[model]\npreset = "tiny"\nencoder_weights = {json.dumps(listed)}\n'
+        f'[[data]]\npath = "{weights}"\n',
+    )
+    with pytest.raises(RecipeError) as e:
+        load_recipe(str(path))
+    message = str(e.value)
+    assert "encoder_weights[0]" not in message
+    assert f"model.encoder_weights[1] {str(tmp_path)!r} is not a file" in message
+    assert "model.encoder_weights[2] 'https://example.org/tower.safetensors' is not a file" in message
+
+
 def test_missing_files_are_all_named_in_one_error(tmp_path: Path):
     path = _write(
         tmp_path,

@@ -300,7 +300,7 @@ def validate(recipe: Recipe, check_files: bool = True) -> list[str]:
         out.append(f"model.init {m.init!r} is not a tg-model export (no config.json); run the previous stage first")
     for i, path in enumerate(m.encoder_weights):
         if path and check_files and not Path(path).is_file():
-            out.append(f"model.encoder_weights[{i}] {path!r} does not exist (a local tower checkpoint)")
+            out.append(f"model.encoder_weights[{i}] {path!r} is not a file (a local tower checkpoint)")
     if recipe.train.encoder:
         out.append("train.encoder = true: the encoders are frozen in every stage of this method")
     if not (recipe.train.projector or recipe.train.llm):
