@@ -116,6 +116,13 @@ def test_overrides_reach_the_config_and_the_text_config():
     assert len(model.language_model.model.layers) == 1
 
 
+@pytest.mark.parametrize("override", ["text_hiden_size", "objct_grid"])
+def test_a_misspelt_override_is_named_not_ignored(override: str):
+    # configs take unknown keyword arguments silently: without the check the preset's value stays
+    with pytest.raises(ValueError, match=rf"preset 'tiny': unknown override\(s\) \['{override}'\]; model fields: .*object_grid"):
+        build_model("tiny", load_weights=False, **{override: 3})
+
+
 def test_encoder_overrides_change_the_towers_and_survive_a_reload(tmp_path):
     model, _ = build_model("tiny", encoder_patch_size=16, encoder_width=32)
     assert model.image_tokens == (64 // 16) ** 2

@@ -240,6 +240,20 @@ def test_every_shipped_recipe_and_pipeline_loads():
             assert r.description, f"{name} has no description for `tg-train recipes`"
 
 
+def test_quickstart_builds_its_narrow_llm():
+    # the first stage's overrides give the LLM the width the quickstart's figures were measured with
+    import dataclasses
+
+    from tg_train.trainer import load_model
+
+    section = stage_recipe(load_pipeline("quickstart"), 0, check_files=False).model
+    model, _ = load_model(dataclasses.replace(section, encoder_weights=[]), seed=0)
+    text = model.config.text_config
+    assert (text.hidden_size, text.intermediate_size, text.num_attention_heads) == (128, 256, 2)
+    assert model.get_input_embeddings().weight.shape[1] == 128
+    assert model.projector.linear_2.out_features == 128
+
+
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_recipes_carry_table6(name: str):
     want = PAPER[name]

@@ -126,6 +126,24 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
+def _check_override_names(
+    preset: str, text_overrides: dict[str, Any], config_overrides: dict[str, Any], model_type: str
+) -> None:
+    """Configs take unknown keyword arguments silently; a misspelt override must not vanish."""
+    from transformers import CONFIG_MAPPING
+
+    text_fields = set(CONFIG_MAPPING[model_type]().to_dict())
+    config_fields = set(TinyGroundingGPTConfig.__dataclass_fields__) - {"text_config", "encoder_specs"}
+    bad = [f"text_{k}" for k in text_overrides if k not in text_fields]
+    bad += [k for k in config_overrides if k not in config_fields]
+    if bad:
+        ours = sorted(set(TinyGroundingGPTConfig.__annotations__) & config_fields - {"model_type", "sub_configs_defaults"})
+        raise ValueError(
+            f"preset {preset!r}: unknown override(s) {sorted(bad)}; model fields: {ours}; "
+            f"LLM config fields take a 'text_' prefix (text_hidden_size=128), tower fields 'encoder_'"
+        )
+
+
 def build_model(
     preset: str | Preset,
     *,
@@ -152,9 +170,11 @@ def build_model(
     if seed is not None:
         torch.manual_seed(seed)
     text_config = copy.deepcopy(p.text_config)
-    text_config.update({k[5:]: v for k, v in overrides.items() if k.startswith("text_")})
+    text_overrides = {k[5:]: v for k, v in overrides.items() if k.startswith("text_")}
+    text_config.update(text_overrides)
     encoder_overrides = {k[8:]: v for k, v in overrides.items() if k.startswith("encoder_")}
     config_overrides = {k: v for k, v in overrides.items() if not k.startswith(("text_", "encoder_"))}
+    _check_override_names(p.name, text_overrides, config_overrides, text_config["model_type"])
     try:
         specs = p.encoder_specs(**encoder_overrides)
     except TypeError as e:
