@@ -249,7 +249,7 @@ def test_quickstart_builds_its_narrow_llm():
     section = stage_recipe(load_pipeline("quickstart"), 0, check_files=False).model
     model, _ = load_model(dataclasses.replace(section, encoder_weights=[]), seed=0)
     text = model.config.text_config
-    assert (text.hidden_size, text.intermediate_size, text.num_attention_heads) == (128, 256, 2)
+    assert (text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads) == (128, 256, 4, 1)
     assert model.get_input_embeddings().weight.shape[1] == 128
     assert model.projector.linear_2.out_features == 128
 
