@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tg_data.io import read_samples, write_samples
-from tg_data.schema import Sample, Turn
+from tg_data.schema import IMAGE_TOKEN, Sample, Turn
+from tg_data.shapes import ShapesConfig, TaskMix, write_shapes_dataset
 from tg_model.inputs import SampleEncoder
 from tg_model.presets import build_model
 from tg_model.template import IGNORE_INDEX
@@ -26,6 +27,7 @@ from tg_train.data import (
     pack_rows,
     plan_epoch,
     read_source,
+    split_rounds,
 )
 from tg_train.recipe import DataSource, RecipeError, load_recipe
 from tg_train.trainer import load_model, train, training_inputs
@@ -266,6 +268,41 @@ def test_sources_filter_by_task_and_object_count(shapes_world: Path):
     assert len(easy) < sum(s.task == "grounded_desc" for s in every)  # scenes of 2 and 3 shapes left out
     with pytest.raises(RecipeError, match=r"yields no samples of tasks \['no-such-task'\]$"):
         read_source(DataSource(path=path, tasks=["no-such-task"]))
+
+
+@pytest.fixture(scope="module")
+def rounds_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small world whose training REC samples ask about up to 3 objects, one round each."""
+    root = tmp_path_factory.mktemp("rounds")
+    write_shapes_dataset(str(root), {"train": 6}, seed=1, config=ShapesConfig(image_size=64, max_shapes=3),
+                         split_mixes={"train": TaskMix(rec_rounds=3)})
+    return root
+
+
+def test_split_rounds_gives_every_question_its_own_sample_with_the_image(rounds_world: Path):
+    path = str(rounds_world / "train.parquet")
+    whole = read_source(DataSource(path=path, tasks=["rec"]))
+    split = read_source(DataSource(path=path, tasks=["rec"], split_rounds=True))
+    assert any(len(s.turns) > 2 for s in whole)
+    assert len(split) == sum(len(s.turns) // 2 for s in whole) > len(whole)
+    by_id = {s.id: s for s in split}
+    for s in whole:
+        for i in range(len(s.turns) // 2):
+            one = by_id[f"{s.id}#{i}"] if len(s.turns) > 2 else by_id[s.id]
+            assert one.image == s.image and one.objects == [s.objects[i]]
+            assert [t.role for t in one.turns] == ["user", "assistant"]
+            assert one.turns[0].text == f"{IMAGE_TOKEN}\n" + s.turns[2 * i].text.removeprefix(f"{IMAGE_TOKEN}\n")
+            assert one.turns[1] == s.turns[2 * i + 1]
+
+
+def test_split_rounds_refuses_samples_whose_rounds_are_not_rec_style(rounds_world: Path):
+    path = str(rounds_world / "train.parquet")
+    with pytest.raises(RecipeError, match=r'has 3 rounds, 5 object\(s\).*one coordinate object per round.*\(tasks = \["rec"\]\)'):
+        read_source(DataSource(path=path, tasks=["grounded_conv"], split_rounds=True))
+    odd = Sample(id="odd", image="x.png", turns=[Turn("user", f"{IMAGE_TOKEN}\na"), Turn("user", "b"), Turn("assistant", "c"),
+                                                   Turn("assistant", "d")])
+    with pytest.raises(RecipeError, match=r"src.jsonl: sample 'odd': split_rounds needs user/assistant pairs"):
+        split_rounds(odd, "src.jsonl")
 
 
 def test_dataset_passes_refusals_on_with_their_reason(small_model, shapes_world: Path, tmp_path: Path):

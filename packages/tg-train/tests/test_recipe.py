@@ -252,6 +252,7 @@ def test_quickstart_builds_its_narrow_llm():
     assert (text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads) == (128, 256, 4, 1)
     assert model.get_input_embeddings().weight.shape[1] == 128
     assert model.projector.linear_2.out_features == 128
+    assert model.config.spatial_merge_size == 2 and model.image_tokens == model.encoder.num_patches // 4
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

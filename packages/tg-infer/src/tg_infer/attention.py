@@ -137,7 +137,7 @@ def attention_map(
     config = predictor.config
     query_rows = select_rows(rows, input_ids, len(prompt_ids), answer_text, spans, config.object_token_id)
     patches = [i for i, t in enumerate(input_ids) if t == config.image_token_id]
-    grid = predictor.model.encoder.grid
+    grid = predictor.model.token_grid  # the image tokens' grid (the patch grid after any spatial merge)
     if len(patches) != grid * grid:
         raise InferError(f"expected {grid * grid} image patch rows, found {len(patches)}")
     ids = torch.tensor([input_ids], dtype=torch.long, device=predictor.device)

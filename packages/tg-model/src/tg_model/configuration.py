@@ -27,6 +27,10 @@ class TinyGroundingGPTConfig(PretrainedConfig):
     encoder_resample: bool = False
     projector_hidden_size: int | None = None  # None: the LLM width
     projector_act: str = "gelu"
+    # each spatial_merge_size x spatial_merge_size block of patches becomes one image token, its
+    # features concatenated before the projector (Qwen2-VL's patch merger): a quarter of the
+    # tokens at 2, every patch's features kept
+    spatial_merge_size: int = 1
     object_grid: int = 12  # object images are pooled to object_grid x object_grid rows
     object_margin: float = 0.1  # context around an object crop, fraction of the box size
     image_token_id: int | None = None
@@ -39,6 +43,8 @@ class TinyGroundingGPTConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         if self.encoder_specs is None:
             self.encoder_specs = []
+        if self.spatial_merge_size < 1:
+            raise ValueError(f"spatial_merge_size must be >= 1, got {self.spatial_merge_size}")
         if self.object_grid < 1:
             raise ValueError(f"object_grid must be >= 1, got {self.object_grid}")
         if not 0 <= self.object_margin <= 10:

@@ -25,6 +25,17 @@ class MediaMismatch(ValueError):
     """Placeholder tokens and features disagree; the message names the sample."""
 
 
+def merge_patches(features: torch.Tensor, grid: int, merge: int) -> torch.Tensor:
+    """(n, grid * grid, c) row-major patches -> (n, (grid / merge) ** 2, merge * merge * c), each
+    token the concatenation of one merge x merge block (row-major inside the block)."""
+    if merge == 1:
+        return features
+    n, _, c = features.shape
+    side = grid // merge
+    blocks = features.reshape(n, side, merge, side, merge, c).permute(0, 1, 3, 2, 4, 5)
+    return blocks.reshape(n, side * side, merge * merge * c)
+
+
 class Projector(nn.Module):
     """Linear -> GELU -> Linear, from the concatenated encoder width to the LLM width."""
 
@@ -73,9 +84,15 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         self.language_model = (
             language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         )
+        merge = config.spatial_merge_size
+        if self.encoder.grid % merge:
+            raise ValueError(
+                f"spatial_merge_size {merge} does not divide the towers' {self.encoder.grid}x{self.encoder.grid} "
+                f"patch grid; choose a divisor of {self.encoder.grid}"
+            )
         width = config.text_config.hidden_size
         self.projector = Projector(
-            self.encoder.hidden_size, config.projector_hidden_size or width, width, config.projector_act
+            self.encoder.hidden_size * merge**2, config.projector_hidden_size or width, width, config.projector_act
         )
         self.post_init()
         media_ids = [t for t in (config.image_token_id, config.object_token_id) if t is not None]
@@ -109,8 +126,13 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         self.language_model.set_output_embeddings(value)
 
     @property
+    def token_grid(self) -> int:
+        """Side of the image-token grid: the towers' patch grid after the spatial merge."""
+        return self.encoder.grid // self.config.spatial_merge_size
+
+    @property
     def image_tokens(self) -> int:
-        return self.encoder.num_patches
+        return self.token_grid**2
 
     @property
     def object_tokens(self) -> int:
@@ -121,7 +143,8 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             feats = self.encoder(pixel_values.to(self.projector.linear_1.weight.dtype))
-        return self.projector(feats.to(self.projector.linear_1.weight.dtype))
+        return self.projector(merge_patches(feats, self.encoder.grid, self.config.spatial_merge_size)
+                              .to(self.projector.linear_1.weight.dtype))
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(n_images, 3, S, S) in [0, 1] -> (n_images, grid * grid, llm_width)."""
@@ -131,7 +154,7 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         """(n_objects, 3, S, S) -> (n_objects, object_grid ** 2, llm_width): pooled so many fit in context."""
         feats = self._encode(object_pixel_values)
         n, _tokens, width = feats.shape
-        grid, g = self.encoder.grid, self.config.object_grid
+        grid, g = self.token_grid, self.config.object_grid
         if g == grid:
             return feats
         maps = feats.transpose(1, 2).reshape(n, width, grid, grid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from tg_data.io import SkipReport, read_samples
-from tg_data.schema import IMAGE_TOKEN, OBJECT_TOKEN, Sample
+from tg_data.schema import IMAGE_TOKEN, OBJECT_TOKEN, Sample, Turn
 from tg_model.inputs import EncodedSample, SampleEncoder
 from tg_model.template import IGNORE_INDEX, SampleRefused
 from tg_train.recipe import DataSource, RecipeError
@@ -38,6 +38,40 @@ def source_format(src: DataSource) -> str:
     return "llava" if src.path.endswith(".json") else "tg"
 
 
+def split_rounds(sample: Sample, where: str = "?") -> list[Sample]:
+    """One sample per user/assistant round, each with the image and its round's object.
+
+    Only for rounds that are independent questions (multi-round REC): a round that refers back
+    to an earlier answer loses its context. Object images (``<object>``) cannot follow a split.
+    """
+    system = [t for t in sample.turns if t.role == "system"]
+    turns = [t for t in sample.turns if t.role != "system"]
+    rounds = len(turns) // 2
+    if rounds <= 1:
+        return [sample]
+    pairs = [(turns[2 * i], turns[2 * i + 1]) for i in range(rounds)]
+    if len(turns) % 2 or any(u.role != "user" or a.role != "assistant" for u, a in pairs):
+        raise RecipeError(
+            f"{where}: sample {sample.id!r}: split_rounds needs user/assistant pairs, got roles "
+            f"{[t.role for t in turns]}; turn split_rounds off for this source"
+        )
+    if any(OBJECT_TOKEN in t.text for t in turns) or len(sample.objects) not in (0, rounds):
+        raise RecipeError(
+            f"{where}: sample {sample.id!r} has {rounds} rounds, {len(sample.objects)} object(s) and "
+            f"{'object images' if any(OBJECT_TOKEN in t.text for t in turns) else 'no object images'}; "
+            "split_rounds needs one coordinate object per round (or none) and no object images: keep "
+            "split_rounds for REC-style sources (tasks = [\"rec\"])"
+        )
+    out = []
+    for i, (user, answer) in enumerate(pairs):
+        text = user.text
+        if sample.image is not None and IMAGE_TOKEN not in text:
+            text = f"{IMAGE_TOKEN}\n{text}"
+        objects = [sample.objects[i]] if sample.objects else []
+        out.append(replace(sample, id=f"{sample.id}#{i}", turns=[*system, Turn(user.role, text), answer], objects=objects))
+    return out
+
+
 def read_source(src: DataSource, skip: SkipReport | None = None) -> list[Sample]:
     """All samples of one source, filtered by task and capped by ``max_samples``."""
     fmt = source_format(src)
@@ -49,6 +83,8 @@ def read_source(src: DataSource, skip: SkipReport | None = None) -> list[Sample]
     else:
         samples = read_samples(src.path, skip=skip, tasks=tasks or None)  # filtered by the reader
     out = [s for s in samples if not src.max_objects or len(s.objects) <= src.max_objects]
+    if src.split_rounds:
+        out = [one for s in out for one in split_rounds(s, src.path)]
     if src.max_samples:
         out = out[: src.max_samples]
     if not out:

@@ -108,6 +108,9 @@ class DataSource:
     tasks: list[str] = field(default_factory=list)  # keep only these tasks
     max_objects: int = 0  # > 0: keep only samples with at most this many objects (a curriculum's easy start)
     max_samples: int = 0
+    # each round of a multi-round sample becomes a sample of its own, with the image: for sources
+    # whose rounds are independent questions (multi-round REC), more questions per token
+    split_rounds: bool = False
 
 
 @dataclass
