@@ -147,7 +147,7 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
                               .to(self.projector.linear_1.weight.dtype))
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(n_images, 3, S, S) in [0, 1] -> (n_images, grid * grid, llm_width)."""
+        """(n_images, 3, S, S) in [0, 1] -> (n_images, image_tokens, llm_width): one row per merged patch block."""
         return self._encode(pixel_values)
 
     def object_features(self, object_pixel_values: torch.Tensor) -> torch.Tensor:
