@@ -55,10 +55,11 @@ def split_rounds(sample: Sample, where: str = "?") -> list[Sample]:
             f"{where}: sample {sample.id!r}: split_rounds needs user/assistant pairs, got roles "
             f"{[t.role for t in turns]}; turn split_rounds off for this source"
         )
-    if any(OBJECT_TOKEN in t.text for t in turns) or len(sample.objects) not in (0, rounds):
+    object_images = any(OBJECT_TOKEN in t.text for t in turns)
+    if object_images or len(sample.objects) not in (0, rounds):
         raise RecipeError(
             f"{where}: sample {sample.id!r} has {rounds} rounds, {len(sample.objects)} object(s) and "
-            f"{'object images' if any(OBJECT_TOKEN in t.text for t in turns) else 'no object images'}; "
+            f"{'object images' if object_images else 'no object images'}; "
             "split_rounds needs one coordinate object per round (or none) and no object images: keep "
             "split_rounds for REC-style sources (tasks = [\"rec\"])"
         )
