@@ -94,3 +94,26 @@ def test_collate_rejects_an_unknown_padding_side(tiny, shapes, sample_encoder_fo
     encoded = sample_encoder_for(model, tokenizer).encode(shapes.by_task("caption"), image=shapes.image)
     with pytest.raises(ValueError, match="padding_side must be 'left' or 'right'"):
         collate([encoded], tokenizer.pad_token_id, padding_side="middle")
+
+
+def test_the_pixel_cache_answers_a_file_read_before_and_crops_still_come_from_the_image(
+    tiny, shapes, tmp_path, sample_encoder_for
+):
+    model, tokenizer = tiny
+    shapes.image.save(tmp_path / "scene.png")
+    plain = sample_encoder_for(model, tokenizer, image_root=str(tmp_path))
+    cached = sample_encoder_for(model, tokenizer, image_root=str(tmp_path), image_cache_mb=1)
+    rec, objects = shapes.by_task("rec"), shapes.by_task("coord2obj")
+    first = cached.encode(rec)
+    assert torch.equal(first.pixel_values, plain.encode(rec).pixel_values)
+    (tmp_path / "scene.png").rename(tmp_path / "moved.png")
+    # the file is gone: only the cache can answer, and a sample needing crops says what is missing
+    assert torch.equal(cached.encode(rec).pixel_values, first.pixel_values)
+    assert cached.pixel_cache.hits == 1
+    with pytest.raises(SampleRefused, match="does not exist"):
+        cached.encode(objects)
+    (tmp_path / "moved.png").rename(tmp_path / "scene.png")
+    with_crops = cached.encode(objects)
+    expected = plain.encode(objects)
+    assert torch.equal(with_crops.pixel_values, expected.pixel_values)
+    assert torch.equal(with_crops.object_pixel_values, expected.object_pixel_values)

@@ -128,6 +128,7 @@ def test_missing_files_are_all_named_in_one_error(tmp_path: Path):
         ('[optim]\nscheduler = "step"\n', "optim.scheduler must be cosine, linear or constant"),
         ("[checkpoint]\nevery_steps = 0\n", "checkpoint.every_steps and logging.every_steps must be positive"),
         ('[precision]\nbf16 = "yes"\n', "precision.bf16 must be"),
+        ("[batch]\nfeature_cache_mb = -1\n", r"batch.image_cache_mb and batch.feature_cache_mb must be >= 0 \(0: off\)"),
     ],
 )
 def test_invalid_values(tmp_path: Path, minimal: str, extra: str, expected: str):

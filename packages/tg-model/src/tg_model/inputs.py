@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from tg_data.io import resolve
 from tg_data.schema import Sample, Turn
 from tg_encoders.crop import crop_and_zoom
+from tg_encoders.feature_cache import TensorLRU
 from tg_encoders.processing import ImageProcessor
 from tg_model.configuration import TinyGroundingGPTConfig
 from tg_model.template import IGNORE_INDEX, ChatTemplate, SampleRefused
@@ -58,10 +59,13 @@ class SampleEncoder:
         image_tokens: int,
         image_root: str | None = None,
         max_length: int | None = None,
+        image_cache_mb: float = 0.0,
     ) -> None:
         self.config = config
         self.image_root = image_root
         self.processor = ImageProcessor(image_size)
+        # processed pixels by file, for data read many times over (each DataLoader worker keeps its own)
+        self.pixel_cache = TensorLRU(int(image_cache_mb * 2**20)) if image_cache_mb > 0 else None
         self.template = ChatTemplate(
             tokenizer,
             image_token_id=config.image_token_id,
@@ -71,6 +75,18 @@ class SampleEncoder:
             system_prompt=config.system_prompt,
             max_length=max_length or config.context_length,
         )
+
+    def _file_pixels(self, uri: str, sample_id: str) -> tuple[torch.Tensor, Image.Image | None]:
+        """A file's processed pixels; from the cache when it holds them (then nothing is decoded)."""
+        if self.pixel_cache is not None:
+            hit = self.pixel_cache.get(uri)
+            if hit is not None:
+                return hit, None
+        image = load_image(uri, sample_id)
+        pixels = self.processor.process_one(image)[0]
+        if self.pixel_cache is not None:
+            self.pixel_cache.put(uri, pixels)
+        return pixels, image
 
     def encode(
         self,
@@ -85,11 +101,14 @@ class SampleEncoder:
         text = self.template.encode(turns, sample.id, add_generation_prompt=for_generation)
         pixel_values = None
         if sample.image:
-            if image is None:
-                image = load_image(resolve(self.image_root, sample.image), sample.id)
-            pixel_values = self.processor.process_one(image)[0]
+            if image is not None:
+                pixel_values = self.processor.process_one(image)[0]
+            else:
+                pixel_values, image = self._file_pixels(resolve(self.image_root, sample.image), sample.id)
         crops = []
         for obj in sample.object_images:
+            if obj.image is None and image is None:  # pixels came from the cache; a crop needs the image
+                image = load_image(resolve(self.image_root, sample.image), sample.id)
             source = image if obj.image is None else load_image(resolve(self.image_root, obj.image), sample.id)
             margin = self.config.object_margin if obj.margin is None else obj.margin
             crops.append(self.processor.process_one(crop_and_zoom(source, obj.box, margin))[0])

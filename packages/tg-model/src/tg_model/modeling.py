@@ -18,6 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from tg_encoders.encoder import MultiScaleEncoder, build_encoder
+from tg_encoders.feature_cache import FeatureCache
 from tg_model.configuration import MODEL_TYPE, TinyGroundingGPTConfig
 
 
@@ -139,10 +140,33 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         return self.config.object_grid**2
 
     # features -----------------------------------------------------------------------------------
+    feature_cache: FeatureCache | None = None
+
+    def use_feature_cache(self, max_mb: float) -> FeatureCache | None:
+        """Remember frozen towers' features by image content, up to ``max_mb`` MiB (0: no cache).
+
+        The cache is never consulted while any tower parameter trains, and is emptied then, so
+        towers trained and frozen again are not answered from their old features. Load new tower
+        weights with the cache off (or ``clear()`` it).
+        """
+        self.feature_cache = FeatureCache(int(max_mb * 2**20)) if max_mb > 0 else None
+        return self.feature_cache
+
+    def _tower_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encoder(pixels)
+
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            feats = self.encoder(pixel_values.to(self.projector.linear_1.weight.dtype))
+        pixels = pixel_values.to(self.projector.linear_1.weight.dtype)
+        cache = self.feature_cache
+        if cache is not None and frozen:
+            feats = cache.features(pixels, self._tower_features)
+        else:
+            if cache is not None:
+                cache.clear()
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+                feats = self.encoder(pixels)
         return self.projector(merge_patches(feats, self.encoder.grid, self.config.spatial_merge_size)
                               .to(self.projector.linear_1.weight.dtype))
 

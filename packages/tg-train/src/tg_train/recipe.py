@@ -65,6 +65,8 @@ class BatchSection:
     group_by_length: bool = True
     packing: bool = False
     num_workers: int = 2
+    image_cache_mb: float = 0.0  # processed pixels kept per file (in each worker), for data read many times
+    feature_cache_mb: float = 0.0  # frozen towers' features kept per image content, in the training process
 
 
 @dataclass
@@ -322,6 +324,9 @@ def validate(recipe: Recipe, check_files: bool = True) -> list[str]:
         out.append(f"batch.global ({b.global_size}) must be a positive multiple of batch.micro ({b.micro})")
     if b.max_length <= 0 or b.num_workers < 0:
         out.append(f"batch.max_length must be positive and batch.num_workers >= 0, got {b.max_length}, {b.num_workers}")
+    if b.image_cache_mb < 0 or b.feature_cache_mb < 0:
+        out.append(f"batch.image_cache_mb and batch.feature_cache_mb must be >= 0 (0: off), got {b.image_cache_mb}, "
+                   f"{b.feature_cache_mb}")
     if recipe.checkpoint.every_steps <= 0 or recipe.logging.every_steps <= 0:
         out.append("checkpoint.every_steps and logging.every_steps must be positive")
     if recipe.checkpoint.keep_last < 0:

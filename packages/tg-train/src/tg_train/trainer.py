@@ -193,7 +193,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     image_size, image_tokens = model.encoder.image_size, model.image_tokens
     encoders = {
         root: SampleEncoder(tokenizer, model.config, image_size, image_tokens, image_root=root,
-                            max_length=recipe.batch.max_length)
+                            max_length=recipe.batch.max_length, image_cache_mb=recipe.batch.image_cache_mb)
         for root in set(roots)
     }
     dataset = MixtureDataset(samples, roots, encoders)
@@ -205,6 +205,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
     steps_per_epoch = len(plan0) // micro_per_step
     total_steps = recipe.optim.max_steps or math.ceil(recipe.optim.epochs * steps_per_epoch)
 
+    model.use_feature_cache(recipe.batch.feature_cache_mb)
     engine, _ = create_engine(model, recipe, d, total_steps)
     dtype = torch.bfloat16 if use_bf16(recipe, d.device) else torch.float32
     if d.device.type == "cuda" and recipe.precision.tf32:
@@ -295,6 +296,10 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
         module.save_pretrained(export)
         tokenizer.save_pretrained(export)
         plot_loss_curve(read_metrics(out_dir / "metrics.jsonl"), out_dir / "loss.png", title=recipe.name or "loss")
+        cache = model.feature_cache
+        if cache is not None:
+            log.info(f"feature cache: {cache.hits} of {cache.hits + cache.misses} images answered from it "
+                     f"({len(cache)} kept, {cache.bytes / 2**20:.1f} MiB)")
         if state.refused:
             log.info("samples refused, by reason: " + ", ".join(f"{k}: {v}" for k, v in state.refused.items()))
         else:
