@@ -85,3 +85,17 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
     w_one = load_file(Path(single.output_dir) / "export" / "model.safetensors")
     w_two = load_file(tmp_path / "run-ranks" / "export" / "model.safetensors")
     assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < WEIGHT_TOLERANCE
+
+
+def test_one_cpu_process_does_not_build_the_shared_memory_all_reduce(tmp_path: Path, python_runner):
+    """A one-rank CPU group has no peers: DeepSpeed's shared-memory op (a gcc build) is not made for it."""
+    code = (
+        "import deepspeed.comm.comm as comm\n"
+        "from tg_train.engine import init_distributed\n"
+        "d = init_distributed()\n"
+        "print('world', d.world, 'shm', comm.cdb.shm_comm_op)\n"
+    )
+    result = python_runner(code, tmp_path, env={"DS_ACCELERATOR": "cpu"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "world 1 shm None" in result.stdout
+    assert "built successfully" not in result.stdout + result.stderr

@@ -37,6 +37,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _skip_shared_memory_op() -> None:
+    """One CPU rank has no peers: don't compile DeepSpeed's shared-memory all-reduce for it.
+
+    DeepSpeed builds that C++ op for every CPU process group, which costs half a minute with gcc on
+    a fresh machine; with one rank it is never called. Marking it incompatible makes DeepSpeed fall
+    back to plain gloo, which is what one rank uses anyway.
+    """
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
+
+
 def init_distributed() -> DistInfo:
     """Join the launcher's process group, or make a one-rank group for a plain process."""
     import deepspeed
@@ -49,6 +63,8 @@ def init_distributed() -> DistInfo:
         )
     accel = get_accelerator()
     backend = "gloo" if accel.device_name() == "cpu" else accel.communication_backend_name()
+    if accel.device_name() == "cpu" and os.environ.get("WORLD_SIZE") == "1":
+        _skip_shared_memory_op()
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
