@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,20 @@ def test_a_fresh_run_refuses_to_mix_with_an_earlier_runs_checkpoints(reference: 
     with pytest.raises(RecipeError, match=r"holds checkpoints of an earlier run \(step-6, ...\)"):
         train(recipe)
     assert [p.name for p in complete_checkpoints(reference)] == [f"step-{STEPS - 1}", f"step-{STEPS}"]
+
+
+def test_checkpoints_of_a_differently_shaped_model_are_refused_by_name(reference: Path, recipe_file, tmp_path: Path,
+                                                                       small_llm):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    wider = {**small_llm, "text_hidden_size": 96, "text_intermediate_size": 192}
+    recipe = load_recipe(str(recipe_file(tmp_path, "wider", output_dir=run, model={"overrides": wider}, **RESUMABLE)))
+    with pytest.raises(RecipeError) as e:
+        train(recipe)
+    message = str(e.value)
+    assert f"{run / 'checkpoints' / f'step-{STEPS}'} was written by a model of another shape" in message
+    assert "size mismatch for" in message and "another output_dir" in message
+    assert [p.name for p in complete_checkpoints(run)] == [f"step-{STEPS - 1}", f"step-{STEPS}"]
 
 
 def _kill_when(proc: subprocess.Popen, metrics: Path, step: int, timeout: float = 300) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from tg_train.recipe import RecipeError
+
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TAG = "state"
 
@@ -101,9 +103,18 @@ def load_checkpoint(engine: Any, path: str | Path, rank: int) -> TrainerState:
     path = Path(path)
     if not (path / "trainer_state.json").is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no trainer_state.json)")
-    load_path, _ = engine.load_checkpoint(
-        str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
-    )
+    try:
+        load_path, _ = engine.load_checkpoint(
+            str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+    except RuntimeError as e:
+        if "size mismatch" not in str(e) and "Missing key" not in str(e) and "Unexpected key" not in str(e):
+            raise
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line or "key" in line), "")
+        raise RecipeError(
+            f"{path} was written by a model of another shape than this stage's ({detail}); it cannot be resumed. "
+            "Remove that run's checkpoints, or give this stage another output_dir"
+        ) from None
     if load_path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint under {path}/{TAG}")
     rng_file = path / f"rng-rank{rank}.pt"
