@@ -28,6 +28,10 @@ def pixel_digest(pixels: torch.Tensor) -> bytes:
     return h.digest()
 
 
+def _nbytes(value: torch.Tensor) -> int:
+    return value.numel() * value.element_size()
+
+
 class TensorLRU:
     """Tensors by key, least recently used dropped first once they hold more than ``max_bytes``."""
 
@@ -54,17 +58,17 @@ class TensorLRU:
 
     def put(self, key: Hashable, value: torch.Tensor) -> None:
         """Keep ``value`` (a tensor larger than the whole cache is not kept)."""
-        size = value.numel() * value.element_size()
+        size = _nbytes(value)
         if size > self.max_bytes:
             return
         old = self._store.pop(key, None)
         if old is not None:
-            self.bytes -= old.numel() * old.element_size()
+            self.bytes -= _nbytes(old)
         self._store[key] = value
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, dropped = self._store.popitem(last=False)
-            self.bytes -= dropped.numel() * dropped.element_size()
+            self.bytes -= _nbytes(dropped)
 
     def clear(self) -> None:
         self._store.clear()

@@ -100,15 +100,16 @@ class SampleEncoder:
             turns = turns[:-1]
         text = self.template.encode(turns, sample.id, add_generation_prompt=for_generation)
         pixel_values = None
-        if sample.image:
+        uri = resolve(self.image_root, sample.image) if sample.image else None
+        if uri is not None:
             if image is not None:
                 pixel_values = self.processor.process_one(image)[0]
             else:
-                pixel_values, image = self._file_pixels(resolve(self.image_root, sample.image), sample.id)
+                pixel_values, image = self._file_pixels(uri, sample.id)
         crops = []
         for obj in sample.object_images:
-            if obj.image is None and image is None:  # pixels came from the cache; a crop needs the image
-                image = load_image(resolve(self.image_root, sample.image), sample.id)
+            if obj.image is None and image is None and uri is not None:  # pixels came from the cache; a crop needs the image
+                image = load_image(uri, sample.id)
             source = image if obj.image is None else load_image(resolve(self.image_root, obj.image), sample.id)
             margin = self.config.object_margin if obj.margin is None else obj.margin
             crops.append(self.processor.process_one(crop_and_zoom(source, obj.box, margin))[0])

@@ -23,6 +23,7 @@ from tg_train.recipe import RecipeError
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TAG = "state"
+_SHAPE_MISMATCH = ("size mismatch", "Missing key", "Unexpected key")
 
 
 @dataclass
@@ -108,9 +109,11 @@ def load_checkpoint(engine: Any, path: str | Path, rank: int) -> TrainerState:
             str(path), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=True
         )
     except RuntimeError as e:
-        if "size mismatch" not in str(e) and "Missing key" not in str(e) and "Unexpected key" not in str(e):
+        # torch's load_state_dict words for a state dict that does not fit the model
+        lines = [line.strip() for line in str(e).splitlines() if any(m in line for m in _SHAPE_MISMATCH)]
+        if not lines:
             raise
-        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line or "key" in line), "")
+        detail = lines[0]
         raise RecipeError(
             f"{path} was written by a model of another shape than this stage's ({detail}); it cannot be resumed. "
             "Remove that run's checkpoints, or give this stage another output_dir"
