@@ -108,7 +108,8 @@ class SampleEncoder:
                 pixel_values, image = self._file_pixels(uri, sample.id)
         crops = []
         for obj in sample.object_images:
-            if obj.image is None and image is None and uri is not None:  # pixels came from the cache; a crop needs the image
+            # pixels came from the cache, and a crop needs the image (a Sample with crops always has one)
+            if obj.image is None and image is None:
                 image = load_image(uri, sample.id)
             source = image if obj.image is None else load_image(resolve(self.image_root, obj.image), sample.id)
             margin = self.config.object_margin if obj.margin is None else obj.margin
