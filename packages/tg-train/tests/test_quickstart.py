@@ -110,3 +110,11 @@ def test_quickstart_at_a_small_scale(tmp_path: Path, small_llm):
     landed = results["several_shapes_answers"]
     assert sum(landed.values()) == len(several)
     assert landed["asked_for"] == sum(model_hit[s.id] for s in several)
+
+    # every several-shape question was asked again about another shape of its scene
+    swap = results["question_swap"]
+    swapped = [json.loads(line)["id"] for line in (out / "predictions-rec-swap.jsonl").read_text().splitlines()]
+    assert sorted(swapped) == sorted(f"{s.id}#swap" for s in several) and swap["pairs"] == len(several)
+    assert swap["both_asked_for"] <= landed["asked_for"]
+    assert swap["both_asked_for"] + swap["same_shape"] <= swap["pairs"]
+    assert f"both answers right {swap['both_asked_for']} of {swap['pairs']}" in result.stdout

@@ -21,6 +21,7 @@ from tg_eval.rec import rec_targets, score_rec
 from tg_eval.shapes import shapes_samples
 from tg_train.metrics import plot_loss_curve, read_metrics
 from tg_train.pipeline import Pipeline, load_pipeline, run_pipeline
+from tg_train.question_swap import swap_agreement, swapped_questions
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
     scenes = {scene.id: scene for scene in load_scenes(str(pipeline.data_dir), pipeline.eval.split)}
     (out_dir / "rec.json").write_text(json.dumps(result.to_dict(), indent=2))
     row = overall(result)
+    swap = question_swap(predictor, samples, scenes, pipeline, predictions, out_dir / "predictions-rec-swap.jsonl")
     return {
         "rec_acc50": row["correct"] / row["n"],
         "rec_n": row["n"],
@@ -139,7 +141,28 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
         "baseline_center_acc50": base["center"],
         "baseline_whole_acc50": base["whole"],
         **rec_breakdown(samples, scenes, predictions),
+        "question_swap": swap,
     }
+
+
+def question_swap(
+    predictor: Any, samples: list[Any], scenes: dict[str, Any], pipeline: Pipeline, predictions: Path, out: Path
+) -> dict[str, int]:
+    """Ask every several-shape question again about another shape of its scene (``tg_train.question_swap``)."""
+    from tg_eval.predictions import read_predictions
+    from tg_eval.predictor import GenerationRequest, generate_predictions
+    from tg_eval.rec import IOU_THRESHOLD
+    from tg_eval.shapes import REC_MAX_NEW_TOKENS
+
+    swaps = swapped_questions(samples, scenes)
+    if out.exists():
+        out.unlink()  # a fresh model answers afresh
+    requests = [GenerationRequest.from_sample(s, str(pipeline.data_dir), max_new_tokens=REC_MAX_NEW_TOKENS)
+                for s in swaps]
+    generate_predictions(predictor, requests, out, pipeline.eval.batch_size, progress=True,
+                         description="question swap")
+    return swap_agreement(samples, swaps, scenes, read_predictions(predictions), read_predictions(out),
+                          IOU_THRESHOLD)
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -161,6 +184,12 @@ def results_table(results: dict[str, Any]) -> str:
         lines.append("answers about scenes of several shapes: " + ", ".join(
             f"{k.replace('_', ' ')} {v}" for k, v in landed.items()
         ))
+    swap = results.get("question_swap")
+    if swap and swap["pairs"]:
+        lines.append(
+            f"asked again about another shape of the scene: both answers right {swap['both_asked_for']} "
+            f"of {swap['pairs']}, the same shape for both {swap['same_shape']}"
+        )
     lines.append("")
     lines.append(f"{results['minutes']:.1f} minutes in all; results in {results['output_dir']}/results.json")
     return "\n".join(lines)
