@@ -157,6 +157,8 @@ def question_swap(
     swaps = swapped_questions(samples, scenes)
     if out.exists():
         out.unlink()  # a fresh model answers afresh
+    if not swaps:  # a world of one-shape scenes: nothing to swap
+        return {"pairs": 0, "both_asked_for": 0, "same_shape": 0}
     requests = [GenerationRequest.from_sample(s, str(pipeline.data_dir), max_new_tokens=REC_MAX_NEW_TOKENS)
                 for s in swaps]
     generate_predictions(predictor, requests, out, pipeline.eval.batch_size, progress=True,
