@@ -84,3 +84,15 @@ def test_an_answer_lands_on_the_shape_it_overlaps_enough(world):
     assert landed_shape(shifted(0.1), scene, 0.5) == 1  # IoU 0.82
     assert landed_shape(shifted(0.6), scene, 0.5) != 1  # IoU 0.25
     assert landed_shape(None, scene, 0.5) is None
+
+
+def test_a_world_of_one_shape_scenes_has_nothing_to_swap(world, tmp_path):
+    from tg_train.quickstart import question_swap
+
+    scenes, samples = world
+    lone = [s for s in samples if len(scenes[s.meta["scene"]].shapes) == 1]
+    out = tmp_path / "swap.jsonl"
+    # no question to ask again, so no model is asked (none is given) and no answers file is read
+    assert question_swap(None, lone, scenes, None, tmp_path / "rec.jsonl", out) == {
+        "pairs": 0, "both_asked_for": 0, "same_shape": 0}
+    assert not out.exists()
