@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tg_data.box import Box
 from tg_data.coords import render_box
 from tg_data.prompts import REC_PROMPT
 from tg_data.schema import Task
@@ -74,12 +75,12 @@ def test_an_answer_lands_on_the_shape_it_overlaps_enough(world):
     scenes, _ = world
     scene = next(sc for sc in scenes.values() if len(sc.shapes) > 1)
     box = scene.box(1)
-    assert landed_shape(render_box(box), scene, 0.5) == 1
+    assert landed_shape(box, scene, 0.5) == 1
     x1, y1, x2, y2 = box.to_list()
 
-    def shifted(fraction: float) -> str:  # the box moved sideways by a fraction of its width
+    def shifted(fraction: float) -> Box:  # the box moved sideways by a fraction of its width
         dx = fraction * (x2 - x1) * (1 if x2 + fraction * (x2 - x1) <= 1 else -1)
-        return render_box(type(box)(x1 + dx, y1, x2 + dx, y2))
+        return Box(x1 + dx, y1, x2 + dx, y2)
 
     assert landed_shape(shifted(0.1), scene, 0.5) == 1  # IoU 0.82
     assert landed_shape(shifted(0.6), scene, 0.5) != 1  # IoU 0.25

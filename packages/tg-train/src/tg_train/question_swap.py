@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tg_data.box import Box
 from tg_data.coords import parse_box, render_box
 from tg_data.prompts import REC_PROMPT
 from tg_data.schema import IMAGE_TOKEN, ObjectRef, Sample, Show, Turn
@@ -48,14 +49,13 @@ def swapped_questions(samples: list[Sample], scenes: dict[str, Scene], seed: int
     return out
 
 
-def landed_shape(text: str | None, scene: Scene, iou_threshold: float) -> int | None:
-    """The scene's shape an answer finds at ``iou_threshold`` (pixel IoU), or None.
+def landed_shape(box: Box | None, scene: Scene, iou_threshold: float) -> int | None:
+    """The scene's shape an answer's box finds at ``iou_threshold`` (pixel IoU), or None.
 
     Shapes of a scene never overlap, so at most one can meet a threshold of 0.5 or more.
     """
     from tg_eval.rec import pixel_iou
 
-    box = parse_box(text or "")
     if box is None:
         return None
     ious = [pixel_iou(box, b, scene.width, scene.height) for b in scene.boxes]
@@ -77,8 +77,8 @@ def swap_agreement(
     for swap in swaps:
         original = by_id[swap.meta["swapped_from"]]
         scene = scenes[swap.meta["scene"]]
-        first = landed_shape(answers.text(original.id), scene, iou_threshold)
-        second = landed_shape(swap_answers.text(swap.id), scene, iou_threshold)
+        first = landed_shape(parse_box(answers.text(original.id) or ""), scene, iou_threshold)
+        second = landed_shape(parse_box(swap_answers.text(swap.id) or ""), scene, iou_threshold)
         pairs += 1
         both_asked_for += first == original.meta["target"] and second == swap.meta["target"]
         same_shape += first is not None and first == second

@@ -21,7 +21,7 @@ from tg_eval.rec import rec_targets, score_rec
 from tg_eval.shapes import shapes_samples
 from tg_train.metrics import plot_loss_curve, read_metrics
 from tg_train.pipeline import Pipeline, load_pipeline, run_pipeline
-from tg_train.question_swap import swap_agreement, swapped_questions
+from tg_train.question_swap import landed_shape, swap_agreement, swapped_questions
 
 
 @dataclass(frozen=True)
@@ -82,19 +82,16 @@ def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path)
     """
     from tg_data.coords import parse_box
     from tg_eval.predictions import read_predictions
-    from tg_eval.rec import IOU_THRESHOLD, pixel_iou
+    from tg_eval.rec import IOU_THRESHOLD
 
     answers = read_predictions(predictions)
     by_shapes: dict[int, list[int]] = {}
     landed = {"asked_for": 0, "another_shape": 0, "no_shape": 0, "unparseable": 0}
     for sample in samples:
         scene = scenes[sample.meta["scene"]]
-        width, height = sample.size
         box = parse_box(answers.text(sample.id) or "")
-        covers = [] if box is None else [
-            pixel_iou(box, target, width, height) >= IOU_THRESHOLD for target in (sample.objects[0].box, *scene.boxes)
-        ]
-        hit = bool(covers) and covers[0]
+        found = landed_shape(box, scene, IOU_THRESHOLD)
+        hit = found is not None and found == sample.meta["target"]
         n = len(scene.shapes)
         counts = by_shapes.setdefault(n, [0, 0])
         counts[0] += hit
@@ -104,7 +101,7 @@ def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path)
                 landed["unparseable"] += 1
             elif hit:
                 landed["asked_for"] += 1
-            elif any(covers[1:]):
+            elif found is not None:
                 landed["another_shape"] += 1
             else:
                 landed["no_shape"] += 1
