@@ -175,3 +175,21 @@ def test_pixel_and_feature_caches_change_nothing_but_the_work(make_recipe, capsy
     line = " ".join(capsys.readouterr().err.split()).split("feature cache: ")[1]
     hits, total = (int(w) for w in line.split()[:3:2])
     assert total >= 4 * 8 and hits > total // 2, line
+
+
+def test_a_compiled_decoder_trains_the_same_model(make_recipe):
+    """``model.compile`` fuses kernels in place: the same losses, and an export with the same names."""
+    from torch._dynamo.utils import counters
+
+    losses, weights = {}, {}
+    for compiled in (False, True):
+        counters.clear()
+        recipe = load_recipe(str(make_recipe(f"compile-{compiled}", model={"compile": compiled})))
+        result = train(recipe)
+        losses[compiled] = [r["loss"] for r in read_metrics(Path(recipe.output_dir) / "metrics.jsonl")]
+        weights[compiled] = AutoModelForCausalLM.from_pretrained(result.export_dir).state_dict()
+        assert (counters["stats"]["unique_graphs"] > 0) == compiled
+    assert weights[True].keys() == weights[False].keys()
+    # fp32 on CPU: fused kernels only reorder sums
+    assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+    assert max((weights[True][k] - weights[False][k]).abs().max().item() for k in weights[True]) < 1e-4

@@ -20,6 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from tg_encoders.encoder import MultiScaleEncoder, build_encoder
 from tg_encoders.feature_cache import FeatureCache
 from tg_model.configuration import MODEL_TYPE, TinyGroundingGPTConfig
+from tg_model.template import IGNORE_INDEX
 
 
 class MediaMismatch(ValueError):
@@ -251,8 +252,12 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
         logits_to_keep: int | torch.Tensor = 0,
         media_counts: torch.Tensor | None = None,
         sample_ids: list[str] | None = None,
+        supervised_logits_only: bool = False,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
+        """As the LLM's forward, with media. ``supervised_logits_only`` (with ``labels``): the LM head
+        runs only where a label is predicted and ``logits`` holds just those rows, (n_labels, vocab);
+        the loss is the same as over the whole sequence, for a fraction of the head's work."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -262,6 +267,13 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
                 inputs_embeds = self.get_input_embeddings()(input_ids)
             else:
                 inputs_embeds = self.embed_inputs(input_ids, pixel_values, object_pixel_values, media_counts, sample_ids)
+        if supervised_logits_only and labels is not None and self._plain_lm_head():
+            outputs = self.language_model.get_decoder()(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                cache=cache, use_cache=use_cache, **kwargs,
+            )
+            loss, logits = supervised_loss(outputs.last_hidden_state, labels, self.get_output_embeddings())
+            return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -272,6 +284,29 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+
+    def _plain_lm_head(self) -> bool:
+        """Whether the LLM's logits are just its output embeddings applied to the last hidden state
+        (Llama, Qwen2, ...): not so where the logits are scaled or soft-capped afterwards (Gemma 2,
+        Cohere), which keep the LLM's own forward."""
+        text = self.config.text_config
+        return not any(getattr(text, name, None) for name in ("final_logit_softcapping", "logit_scale"))
+
+
+def supervised_loss(
+    hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross entropy from the hidden states of the positions that predict a label.
+
+    The same mean over labelled tokens as transformers' causal-LM loss, but the head and the
+    softmax see only those rows: answers are a third of a grounding sample's tokens, and with a
+    real vocabulary (150,000 for Qwen2.5) the full logits are most of a step's activation memory.
+    """
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep]), logits
 
 
 def register_auto_classes() -> None:

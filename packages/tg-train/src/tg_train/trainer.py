@@ -68,6 +68,9 @@ def load_model(section: ModelSection, seed: int) -> tuple[TinyGroundingGPTForCau
             section.preset, llm=section.llm or None, encoder_weights=weights, seed=seed, **section.overrides
         )
         model.language_model.set_attn_implementation(section.attn_implementation)
+    if section.compile:
+        # in place (Module.compile), so parameter names, checkpoints and exports stay as they are
+        model.language_model.get_decoder().compile(dynamic=True)
     if section.gradient_checkpointing:
         llm = model.language_model
         # transformers 5 renamed it; the old name is deprecated
@@ -101,6 +104,7 @@ def training_inputs(batch: dict[str, Any], device: torch.device, dtype: torch.dt
         if batch.get(key) is not None:
             out[key] = batch[key].to(device, dtype)
     out["sample_ids"] = batch.get("sample_ids")
+    out["supervised_logits_only"] = True  # the trainer reads the loss only
     return out
 
 
