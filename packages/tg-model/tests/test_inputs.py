@@ -96,7 +96,7 @@ def test_collate_rejects_an_unknown_padding_side(tiny, shapes, sample_encoder_fo
         collate([encoded], tokenizer.pad_token_id, padding_side="middle")
 
 
-def test_the_pixel_cache_answers_a_file_read_before_and_crops_still_come_from_the_image(
+def test_the_pixel_cache_answers_a_file_read_before_and_its_crops_once_cut(
     tiny, shapes, tmp_path, sample_encoder_for
 ):
     model, tokenizer = tiny
@@ -117,3 +117,8 @@ def test_the_pixel_cache_answers_a_file_read_before_and_crops_still_come_from_th
     expected = plain.encode(objects)
     assert torch.equal(with_crops.pixel_values, expected.pixel_values)
     assert torch.equal(with_crops.object_pixel_values, expected.object_pixel_values)
+    # read once, the crops are remembered too: the file can go again
+    (tmp_path / "scene.png").rename(tmp_path / "moved.png")
+    again = cached.encode(objects)
+    assert torch.equal(again.object_pixel_values, expected.object_pixel_values)
+    assert torch.equal(again.pixel_values, expected.pixel_values)

@@ -187,9 +187,14 @@ def _per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, spans: list[t
     return out
 
 
-def forward(model, batch: dict) -> torch.Tensor:
-    """The model's logits for a collated batch, called exactly as the trainer calls it."""
-    return model(**training_inputs(batch, torch.device("cpu"), torch.float32))
+def forward(model, batch: dict, every_position: bool = True) -> torch.Tensor:
+    """The model on a collated batch, called as the trainer calls it; by default with every
+    position's logits (the trainer asks for the labelled rows' only), so per-sample losses and
+    attention across samples can be read."""
+    inputs = training_inputs(batch, torch.device("cpu"), torch.float32)
+    if every_position:
+        inputs["supervised_logits_only"] = False
+    return model(**inputs)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -214,8 +219,12 @@ def test_packed_rows_give_each_sample_its_unpacked_loss(small_model, encoded, at
         b = _per_sample_losses(out_pack.logits, packed["labels"], spans_pack)
         # fp32 on CPU: only summation order differs between the two layouts
         assert np.allclose(a, b, rtol=0, atol=1e-4), (a, b)
-        # the batch loss is the mean over all supervised tokens either way
+        # the batch loss is the mean over all supervised tokens either way, and the trainer's own
+        # call (the head on labelled rows only) gives it too
         assert abs(float(out_pad.loss) - float(out_pack.loss)) < 1e-4
+        with torch.no_grad():
+            trainer_loss = float(forward(model, packed, every_position=False).loss)
+        assert abs(trainer_loss - float(out_pack.loss)) < 1e-5
     finally:
         model.language_model.set_attn_implementation("sdpa")
 

@@ -17,7 +17,7 @@ from tg_train.data import pack_rows, plan_epoch
 from tg_train.engine import lr_lambda, param_groups
 from tg_train.metrics import read_metrics
 from tg_train.recipe import load_recipe
-from tg_train.trainer import load_model, train
+from tg_train.trainer import compile_decoder, load_model, train
 
 STEPS = 3
 
@@ -193,3 +193,18 @@ def test_a_compiled_decoder_trains_the_same_model(make_recipe):
     # fp32 on CPU: fused kernels only reorder sums
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
     assert max((weights[True][k] - weights[False][k]).abs().max().item() for k in weights[True]) < 1e-4
+
+
+def test_without_a_cxx_compiler_the_decoder_runs_eagerly_and_says_so(small_llm, tmp_path: Path, monkeypatch):
+    model, _ = build_model("tiny", seed=0, **small_llm)
+    decoder = model.language_model.get_decoder()
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    line = compile_decoder(model)
+    assert "no C++ compiler found" in line and "eagerly" in line
+    assert getattr(decoder, "_compiled_call_impl", None) is None
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert "g++" in compile_decoder(model)
+    assert decoder._compiled_call_impl is not None

@@ -17,7 +17,7 @@ from tg_encoders.crop import crop_and_zoom
 from tg_encoders.feature_cache import TensorLRU
 from tg_encoders.processing import ImageProcessor
 from tg_model.configuration import TinyGroundingGPTConfig
-from tg_model.template import IGNORE_INDEX, ChatTemplate, SampleRefused
+from tg_model.template import IGNORE_INDEX, ChatTemplate, EncodedText, SampleRefused
 
 
 @dataclass
@@ -88,18 +88,29 @@ class SampleEncoder:
             self.pixel_cache.put(uri, pixels)
         return pixels, image
 
+    def encode_text(self, sample: Sample, for_generation: bool = False) -> EncodedText:
+        """The sample's token ids and labels, as ``encode`` makes them."""
+        turns: Sequence[Turn] = sample.turns
+        if for_generation and turns and turns[-1].role == "assistant":
+            turns = turns[:-1]
+        return self.template.encode(turns, sample.id, add_generation_prompt=for_generation)
+
     def encode(
         self,
         sample: Sample,
         image: Image.Image | None = None,
         for_generation: bool = False,
+        text: EncodedText | None = None,
     ) -> EncodedSample:
-        """Training form by default; ``for_generation`` drops a final assistant turn and adds its header."""
-        turns: Sequence[Turn] = sample.turns
-        if for_generation and turns and turns[-1].role == "assistant":
-            turns = turns[:-1]
-        text = self.template.encode(turns, sample.id, add_generation_prompt=for_generation)
+        """Training form by default; ``for_generation`` drops a final assistant turn and adds its header.
+
+        ``text``: this sample's tokens from an earlier ``encode_text`` (in the same form), for data read
+        many times over: the template and tokenizer are then skipped.
+        """
+        if text is None:
+            text = self.encode_text(sample, for_generation)
         pixel_values = None
+        given_image = image is not None
         uri = resolve(self.image_root, sample.image) if sample.image else None
         if uri is not None:
             if image is not None:
@@ -108,12 +119,24 @@ class SampleEncoder:
                 pixel_values, image = self._file_pixels(uri, sample.id)
         crops = []
         for obj in sample.object_images:
-            # pixels came from the cache, and a crop needs the image (a Sample with crops always has one)
-            if obj.image is None and image is None:
-                image = load_image(uri, sample.id)
-            source = image if obj.image is None else load_image(resolve(self.image_root, obj.image), sample.id)
             margin = self.config.object_margin if obj.margin is None else obj.margin
-            crops.append(self.processor.process_one(crop_and_zoom(source, obj.box, margin))[0])
+            source_uri = uri if obj.image is None else resolve(self.image_root, obj.image)
+            # a crop read from a file is cached like the file's pixels (not one cut from a caller's image)
+            cacheable = self.pixel_cache is not None and not (obj.image is None and given_image)
+            key = (source_uri, obj.box, margin) if cacheable else None
+            crop = self.pixel_cache.get(key) if key is not None else None
+            if crop is None:
+                if obj.image is None:
+                    # pixels came from the cache, and a crop needs the image (a Sample with crops always has one)
+                    if image is None:
+                        image = load_image(uri, sample.id)
+                    source = image
+                else:
+                    source = load_image(source_uri, sample.id)
+                crop = self.processor.process_one(crop_and_zoom(source, obj.box, margin))[0]
+                if key is not None:
+                    self.pixel_cache.put(key, crop)
+            crops.append(crop)
         return EncodedSample(
             id=sample.id,
             input_ids=torch.tensor(text.input_ids, dtype=torch.long),

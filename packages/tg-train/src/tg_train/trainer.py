@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,15 +70,25 @@ def load_model(section: ModelSection, seed: int) -> tuple[TinyGroundingGPTForCau
             section.preset, llm=section.llm or None, encoder_weights=weights, seed=seed, **section.overrides
         )
         model.language_model.set_attn_implementation(section.attn_implementation)
-    if section.compile:
-        # in place (Module.compile), so parameter names, checkpoints and exports stay as they are
-        model.language_model.get_decoder().compile(dynamic=True)
     if section.gradient_checkpointing:
         llm = model.language_model
         # transformers 5 renamed it; the old name is deprecated
         enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
         enable()
     return model, tokenizer
+
+
+def compile_decoder(model: TinyGroundingGPTForCausalLM) -> str:
+    """``torch.compile`` the LLM's decoder in place (names, checkpoints and exports stay as they are).
+
+    Inductor builds its kernels with a C++ compiler; without one the decoder stays eager and the
+    returned line says so (the run is slower, not wrong).
+    """
+    compiler = os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "c++", "clang++"))), None)
+    if not compiler:
+        return "model.compile: no C++ compiler found (g++, c++, clang++ or $CXX); the decoder runs eagerly"
+    model.language_model.get_decoder().compile(dynamic=True)
+    return f"model.compile: the decoder is compiled on its first steps ({Path(compiler).name})"
 
 
 def apply_freezing(model: TinyGroundingGPTForCausalLM, train: TrainSection) -> dict[str, int]:
@@ -187,6 +199,7 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
 
     model, tokenizer = load_model(recipe.model, recipe.seed)
     trainable = apply_freezing(model, recipe.train)
+    compiled = compile_decoder(model) if recipe.model.compile else ""
 
     # data ---------------------------------------------------------------------------------------
     sources = [read_source(s) for s in recipe.data]
@@ -230,6 +243,8 @@ def train(recipe: Recipe, dist_info: DistInfo | None = None, stage_label: str = 
         f"{steps_per_epoch} steps/epoch, {total_steps} steps; trainable parameters: "
         + ", ".join(f"{k} {v:,}" for k, v in trainable.items())
     )
+    if compiled:
+        log.info(compiled)
     log.advance_to(state.global_step)
 
     collator = Collator(tokenizer.pad_token_id, packing=recipe.batch.packing, max_length=recipe.batch.max_length)
