@@ -285,7 +285,6 @@ class TinyGroundingGPTForCausalLM(TinyGroundingGPTPreTrainedModel, GenerationMix
             **kwargs,
         )
 
-
     def _plain_lm_head(self) -> bool:
         """Whether the LLM's logits are just its output embeddings applied to the last hidden state
         (Llama, Qwen2, ...): not so where the logits are scaled or soft-capped afterwards (Gemma 2,

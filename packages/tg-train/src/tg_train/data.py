@@ -143,7 +143,8 @@ class MixtureDataset(Dataset):
         self.roots = roots
         self.encoders = encoders
         # each sample's tokens, kept after its first read: later epochs skip the template and
-        # tokenizer, half of what a step spends on data once the pixel caches answer
+        # tokenizer, half of what a step spends on data once the pixel caches answer. Kept in the
+        # process that reads (num_workers = 0); DataLoader workers start afresh every epoch.
         self.texts: dict[int, EncodedText] = {}
 
     def __len__(self) -> int:

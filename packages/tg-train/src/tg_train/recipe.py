@@ -30,8 +30,8 @@ class ModelSection:
     encoder_weights: list[str] = field(default_factory=list)  # with a preset: local tower checkpoints, in order
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
-    # torch.compile the LLM's decoder: its many small elementwise ops fused (a step 1.2x faster for the
-    # quickstart's tiny LLM on a CPU) for a one-off compile of about half a minute
+    # torch.compile the LLM's decoder: its many small elementwise ops fused (a warm step about 1.15x
+    # faster for the quickstart's tiny LLM on a CPU) for a one-off compile of 20-30 s
     compile: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)  # preset config overrides (object_grid, text_*)
 
