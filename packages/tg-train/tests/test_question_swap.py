@@ -93,7 +93,7 @@ def test_a_world_of_one_shape_scenes_has_nothing_to_swap(world, tmp_path):
     scenes, samples = world
     lone = [s for s in samples if len(scenes[s.meta["scene"]].shapes) == 1]
     out = tmp_path / "swap.jsonl"
-    # no question to ask again, so no model is asked (none is given) and no answers file is read
-    assert question_swap(None, lone, scenes, None, tmp_path / "rec.jsonl", out) == {
+    # no question to ask again, so no model is asked and no answers are looked at (none are given)
+    assert question_swap(None, lone, scenes, None, None, out) == {
         "pairs": 0, "both_asked_for": 0, "same_shape": 0}
     assert not out.exists()

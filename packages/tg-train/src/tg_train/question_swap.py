@@ -20,6 +20,7 @@ from tg_data.prompts import REC_PROMPT
 from tg_data.schema import IMAGE_TOKEN, ObjectRef, Sample, Show, Turn
 from tg_data.shapes.language import candidate_expressions
 from tg_data.shapes.scene import Scene
+from tg_eval.rec import pixel_iou
 
 SWAP_SUFFIX = "#swap"
 
@@ -54,8 +55,6 @@ def landed_shape(box: Box | None, scene: Scene, iou_threshold: float) -> int | N
 
     Shapes of a scene never overlap, so at most one can meet a threshold of 0.5 or more.
     """
-    from tg_eval.rec import pixel_iou
-
     if box is None:
         return None
     ious = [pixel_iou(box, b, scene.width, scene.height) for b in scene.boxes]

@@ -73,18 +73,17 @@ def baseline_scores(samples: list[Any], split_name: str) -> dict[str, float]:
     return out
 
 
-def rec_breakdown(samples: list[Any], scenes: dict[str, Any], predictions: Path) -> dict[str, Any]:
+def rec_breakdown(samples: list[Any], scenes: dict[str, Any], answers: Any) -> dict[str, Any]:
     """Acc@0.5 by the number of shapes in the scene, and where answers about several shapes land.
 
     An answer that overlaps no shape at IoU 0.5 sits between the shapes (the model has not chosen);
     one on another shape chose wrongly. The two call for different fixes, so both are counted.
-    Answers are judged as tg-eval's REC scorer judges them (same parser, pixel IoU, threshold).
+    Answers are judged as tg-eval's REC scorer judges them (same parser, pixel IoU, threshold);
+    ``answers`` gives an answer's text by question id (``.text(id)``, as a ``PredictionSet`` does).
     """
     from tg_data.coords import parse_box
-    from tg_eval.predictions import read_predictions
     from tg_eval.rec import IOU_THRESHOLD
 
-    answers = read_predictions(predictions)
     by_shapes: dict[int, list[int]] = {}
     landed = {"asked_for": 0, "another_shape": 0, "no_shape": 0, "unparseable": 0}
     for sample in samples:
@@ -115,6 +114,7 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
     """REC Acc@0.5 of the final export on the held-out split, and the baselines."""
     from tg_data.shapes.dataset import load_scenes
     from tg_eval.model import ModelPredictor
+    from tg_eval.predictions import read_predictions
     from tg_eval.runner import run_shapes
 
     predictor = ModelPredictor.load(export, batch_size=pipeline.eval.batch_size, threads=threads)
@@ -130,22 +130,24 @@ def evaluate(pipeline: Pipeline, export: Path, out_dir: Path, threads: int | Non
     scenes = {scene.id: scene for scene in load_scenes(str(pipeline.data_dir), pipeline.eval.split)}
     (out_dir / "rec.json").write_text(json.dumps(result.to_dict(), indent=2))
     row = overall(result)
-    swap = question_swap(predictor, samples, scenes, pipeline, predictions, out_dir / "predictions-rec-swap.jsonl")
+    answers = read_predictions(predictions)
+    swap = question_swap(predictor, samples, scenes, pipeline, answers, out_dir / "predictions-rec-swap.jsonl")
     return {
         "rec_acc50": row["correct"] / row["n"],
         "rec_n": row["n"],
         "rec_unparseable": row["unparseable"],
         "baseline_center_acc50": base["center"],
         "baseline_whole_acc50": base["whole"],
-        **rec_breakdown(samples, scenes, predictions),
+        **rec_breakdown(samples, scenes, answers),
         "question_swap": swap,
     }
 
 
 def question_swap(
-    predictor: Any, samples: list[Any], scenes: dict[str, Any], pipeline: Pipeline, predictions: Path, out: Path
+    predictor: Any, samples: list[Any], scenes: dict[str, Any], pipeline: Pipeline, answers: Any, out: Path
 ) -> dict[str, int]:
-    """Ask every several-shape question again about another shape of its scene (``tg_train.question_swap``)."""
+    """Ask every several-shape question again about another shape of its scene (``tg_train.question_swap``);
+    ``answers``: the model's answers to the original questions (a ``PredictionSet``)."""
     from tg_eval.predictions import read_predictions
     from tg_eval.predictor import GenerationRequest, generate_predictions
     from tg_eval.rec import IOU_THRESHOLD
@@ -160,8 +162,7 @@ def question_swap(
                 for s in swaps]
     generate_predictions(predictor, requests, out, pipeline.eval.batch_size, progress=True,
                          description="question swap")
-    return swap_agreement(samples, swaps, scenes, read_predictions(predictions), read_predictions(out),
-                          IOU_THRESHOLD)
+    return swap_agreement(samples, swaps, scenes, answers, read_predictions(out), IOU_THRESHOLD)
 
 
 def results_table(results: dict[str, Any]) -> str:
