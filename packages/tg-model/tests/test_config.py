@@ -52,9 +52,10 @@ def test_config_takes_the_text_config_as_a_dict_and_inherits_tied_embeddings():
         ("object_grid", -3, "object_grid must be >= 1"),
         ("object_margin", -0.1, r"object_margin must be in \[0, 10\]"),
         ("object_margin", 11.0, r"object_margin must be in \[0, 10\]"),
+        ("image_placement", "first", "image_placement must be one of as_written, before_text, after_text; got 'first'"),
     ],
 )
-def test_invalid_object_settings_are_refused(field, value, message):
+def test_invalid_media_settings_are_refused(field, value, message):
     with pytest.raises(ValueError, match=message):
         TinyGroundingGPTConfig(**{field: value})
 

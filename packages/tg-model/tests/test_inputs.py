@@ -56,6 +56,26 @@ def test_for_generation_drops_the_answer_and_ends_with_the_assistant_header(tiny
     assert (prompt.labels == IGNORE_INDEX).all()
 
 
+def test_the_saved_image_placement_decides_where_the_encoder_puts_the_image(shapes, sample_encoder_for, tmp_path):
+    """Set when the model is built, saved with it: training and every later prompt agree."""
+    from tg_model.modeling import TinyGroundingGPTForCausalLM
+    from tg_model.presets import build_model
+
+    model, tokenizer = build_model("tiny", seed=0, image_placement="after_text")
+    model.save_pretrained(tmp_path)
+    loaded = TinyGroundingGPTForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.image_placement == "after_text"
+    sample = shapes.by_task("rec")
+    question = sample.turns[0].text.replace("<image>", "").strip()
+    for generation in (False, True):
+        ids = sample_encoder_for(loaded, tokenizer).encode(sample, image=shapes.image, for_generation=generation)
+        ids = ids.input_ids.tolist()
+        first_image = ids.index(loaded.config.image_token_id)
+        before = tokenizer.decode(ids[:first_image])
+        assert before.endswith(f"user\n{question}\n")  # the question, then the image rows
+        assert ids[first_image : first_image + loaded.image_tokens] == [loaded.config.image_token_id] * loaded.image_tokens
+
+
 @pytest.mark.parametrize(("image", "reason"), [("missing.png", "missing_image"), ("broken.png", "broken_image")])
 def test_unreadable_images_refuse_the_sample_with_a_reason(tiny, shapes, on_disk, sample_encoder_for, image, reason):
     model, tokenizer = tiny

@@ -24,7 +24,7 @@ def tokenizer(request, qwen_style_tokenizer):
     return tiny_tokenizer() if request.param == "tiny" else qwen_style_tokenizer
 
 
-def _template(tokenizer, system_prompt=None, max_length=2048) -> ChatTemplate:
+def _template(tokenizer, system_prompt=None, max_length=2048, image_placement="as_written") -> ChatTemplate:
     return ChatTemplate(
         tokenizer,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -33,6 +33,7 @@ def _template(tokenizer, system_prompt=None, max_length=2048) -> ChatTemplate:
         object_tokens=OBJECT_TOKENS,
         system_prompt=system_prompt,
         max_length=max_length,
+        image_placement=image_placement,
     )
 
 
@@ -207,3 +208,40 @@ def test_a_tokenizer_without_chatml_tokens_is_rejected():
     plain = Qwen2Tokenizer(vocab={"<|endoftext|>": 0, "a": 1}, merges=[])
     with pytest.raises(ValueError, match="lacks the ChatML tokens"):
         ChatTemplate(plain, image_token_id=1, object_token_id=1, image_tokens=1, object_tokens=1)
+
+
+def test_image_after_text_equals_writing_the_question_first(tokenizer):
+    """``after_text`` moves each turn's image below its text; the objects of the later turn stay put."""
+    written_after = [
+        Turn("user", "What is at [0.1,0.25,0.3,0.4]?\n<image>"), *TURNS[1:],
+    ]
+    moved = _template(tokenizer, QWEN_SYSTEM_PROMPT, image_placement="after_text").encode(TURNS)
+    as_written = _template(tokenizer, QWEN_SYSTEM_PROMPT).encode(written_after)
+    assert (moved.input_ids, moved.labels) == (as_written.input_ids, as_written.labels)
+    assert (moved.n_images, moved.n_objects) == (1, 2)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    question = tokenizer("What is at", add_special_tokens=False)["input_ids"]
+    first_image = moved.input_ids.index(image_id)
+    starts = [k for k in range(len(moved.input_ids)) if moved.input_ids[k : k + len(question)] == question]
+    assert starts and starts[0] < first_image  # the question now precedes the image rows
+
+
+def test_image_before_text_normalises_a_trailing_image_as_llava_does(tokenizer):
+    trailing = [Turn("user", "Describe it.  <image> "), Turn("assistant", "A circle.")]
+    leading = [Turn("user", "<image>\nDescribe it."), Turn("assistant", "A circle.")]
+    before = _template(tokenizer, image_placement="before_text")
+    assert before.encode(trailing).input_ids == _template(tokenizer).encode(leading).input_ids
+    assert before.encode(leading).input_ids == _template(tokenizer).encode(leading).input_ids  # already in place
+    assert _template(tokenizer).encode(trailing).input_ids != _template(tokenizer).encode(leading).input_ids
+
+
+def test_an_image_alone_in_its_turn_is_left_alone_by_every_placement(tokenizer):
+    turns = [Turn("user", "<image>"), Turn("assistant", "ok")]
+    expected = _template(tokenizer).encode(turns).input_ids
+    for placement in ("before_text", "after_text"):
+        assert _template(tokenizer, image_placement=placement).encode(turns).input_ids == expected
+
+
+def test_an_unknown_image_placement_is_refused_with_the_choices(tokenizer):
+    with pytest.raises(ValueError, match="as_written, before_text, after_text; got 'question_first'"):
+        _template(tokenizer, image_placement="question_first")

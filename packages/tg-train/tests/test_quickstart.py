@@ -21,11 +21,12 @@ SCALE = 0.005
 
 
 def _small_stages(n: int, small_llm: dict[str, int]) -> list[str]:
-    """--set items that give every stage small batches and the first (which builds the model) a small LLM."""
-    model = "model.overrides={" + ", ".join(f"{k} = {v}" for k, v in small_llm.items()) + "}"
+    """--set items that give every stage small batches and the first (which builds the model) a small LLM;
+    the recipe's other model overrides (image tokens, image placement) stay as shipped."""
+    model = [f"model.overrides.{k}={v}" for k, v in small_llm.items()]
     out = []
     for k in range(n):
-        items = ["batch.global=8", "batch.micro=8", *([model] if k == 0 else [])]
+        items = ["batch.global=8", "batch.micro=8", *(model if k == 0 else [])]
         out += ["--set", f"stages.{k}.set={json.dumps(items)}"]
     return out
 
@@ -72,6 +73,11 @@ def test_quickstart_at_a_small_scale(tmp_path: Path, small_llm):
     towers = results["towers"]
     assert towers["steps"] == max(2, round(pipeline.towers.steps * SCALE))
     final = TinyGroundingGPTForCausalLM.from_pretrained(out / f"stage{n_stages}" / "export")
+    # the first stage's layout (merged patches, image placement) travels with every export
+    shipped = load_recipe(pipeline.stages[0].recipe, check_files=False).model.overrides
+    assert final.config.spatial_merge_size == shipped["spatial_merge_size"] == 2
+    assert final.config.image_placement == shipped.get("image_placement", "as_written")
+    assert final.config.text_config.hidden_size == small_llm["text_hidden_size"]
     for tower, path in zip(final.encoder.towers, towers["files"], strict=True):
         saved = load_file(path)
         state = tower.native_state_dict()

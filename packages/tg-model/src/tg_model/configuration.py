@@ -8,6 +8,8 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 MODEL_TYPE = "tinygroundinggpt"
+# where a turn's whole-image placeholder goes: where the data wrote it, or moved before / after the turn's text
+IMAGE_PLACEMENTS = ("as_written", "before_text", "after_text")
 
 
 class TinyGroundingGPTConfig(PretrainedConfig):
@@ -36,6 +38,9 @@ class TinyGroundingGPTConfig(PretrainedConfig):
     image_token_id: int | None = None
     object_token_id: int | None = None
     system_prompt: str | None = None
+    # "after_text": the question comes first, so the image rows can attend to it (causal attention
+    # lets a row see only what precedes it); "before_text" is LLaVA's normalisation
+    image_placement: str = "as_written"
     context_length: int = 2048  # the longest token sequence the model is trained on
     tie_word_embeddings: bool = False
 
@@ -49,6 +54,8 @@ class TinyGroundingGPTConfig(PretrainedConfig):
             raise ValueError(f"object_grid must be >= 1, got {self.object_grid}")
         if not 0 <= self.object_margin <= 10:
             raise ValueError(f"object_margin must be in [0, 10], got {self.object_margin}")
+        if self.image_placement not in IMAGE_PLACEMENTS:
+            raise ValueError(f"image_placement must be one of {', '.join(IMAGE_PLACEMENTS)}; got {self.image_placement!r}")
         if self.text_config is not None and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 

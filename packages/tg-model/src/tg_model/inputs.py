@@ -74,6 +74,7 @@ class SampleEncoder:
             object_tokens=config.object_grid**2,
             system_prompt=config.system_prompt,
             max_length=max_length or config.context_length,
+            image_placement=config.image_placement,
         )
 
     def _file_pixels(self, uri: str, sample_id: str) -> tuple[torch.Tensor, Image.Image | None]:

@@ -14,10 +14,26 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from tg_data.schema import IMAGE_TOKEN, OBJECT_TOKEN, Role, Turn
+from tg_model.configuration import IMAGE_PLACEMENTS
 from tg_model.tokenizer import IM_END, IM_START
 
 IGNORE_INDEX = -100
 _MEDIA = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(OBJECT_TOKEN)})")
+
+
+def place_image(text: str, placement: str) -> str:
+    """A turn's text with its ``<image>`` placeholders moved before or after the rest (one line apart).
+
+    Object placeholders stay where they are: they belong to the words around them.
+    """
+    count = text.count(IMAGE_TOKEN)
+    if placement == "as_written" or count == 0:
+        return text
+    rest = text.replace(IMAGE_TOKEN, "").strip()
+    images = "\n".join([IMAGE_TOKEN] * count)
+    if not rest:
+        return images
+    return f"{images}\n{rest}" if placement == "before_text" else f"{rest}\n{images}"
 
 
 class SampleRefused(ValueError):
@@ -49,6 +65,7 @@ class ChatTemplate:
         object_tokens: int,
         system_prompt: str | None = None,
         max_length: int = 2048,
+        image_placement: str = "as_written",
     ) -> None:
         self.tokenizer = tokenizer
         self.image_token_id = image_token_id
@@ -57,6 +74,9 @@ class ChatTemplate:
         self.object_tokens = object_tokens
         self.system_prompt = system_prompt
         self.max_length = max_length
+        if image_placement not in IMAGE_PLACEMENTS:
+            raise ValueError(f"image_placement must be one of {', '.join(IMAGE_PLACEMENTS)}; got {image_placement!r}")
+        self.image_placement = image_placement
         self.im_start = tokenizer.convert_tokens_to_ids(IM_START)
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         unk = tokenizer.unk_token_id
@@ -96,7 +116,7 @@ class ChatTemplate:
             all_turns.insert(0, Turn(Role.SYSTEM.value, self.system_prompt))
         for turn in all_turns:
             header = self._headers[turn.role]
-            content, i, o = self._content(turn.text)
+            content, i, o = self._content(place_image(turn.text, self.image_placement))
             n_img, n_obj = n_img + i, n_obj + o
             supervised = turn.role == Role.ASSISTANT
             body = [*content, self.im_end]
