@@ -12,6 +12,12 @@ MODEL_TYPE = "tinygroundinggpt"
 IMAGE_PLACEMENTS = ("as_written", "before_text", "after_text")
 
 
+def check_image_placement(placement: str) -> str:
+    if placement not in IMAGE_PLACEMENTS:
+        raise ValueError(f"image_placement must be one of {', '.join(IMAGE_PLACEMENTS)}; got {placement!r}")
+    return placement
+
+
 class TinyGroundingGPTConfig(PretrainedConfig):
     """Everything needed to rebuild the model offline; weights live in the checkpoint.
 
@@ -54,8 +60,7 @@ class TinyGroundingGPTConfig(PretrainedConfig):
             raise ValueError(f"object_grid must be >= 1, got {self.object_grid}")
         if not 0 <= self.object_margin <= 10:
             raise ValueError(f"object_margin must be in [0, 10], got {self.object_margin}")
-        if self.image_placement not in IMAGE_PLACEMENTS:
-            raise ValueError(f"image_placement must be one of {', '.join(IMAGE_PLACEMENTS)}; got {self.image_placement!r}")
+        check_image_placement(self.image_placement)
         if self.text_config is not None and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 

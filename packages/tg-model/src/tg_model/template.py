@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from tg_data.schema import IMAGE_TOKEN, OBJECT_TOKEN, Role, Turn
-from tg_model.configuration import IMAGE_PLACEMENTS
+from tg_model.configuration import check_image_placement
 from tg_model.tokenizer import IM_END, IM_START
 
 IGNORE_INDEX = -100
@@ -74,9 +74,7 @@ class ChatTemplate:
         self.object_tokens = object_tokens
         self.system_prompt = system_prompt
         self.max_length = max_length
-        if image_placement not in IMAGE_PLACEMENTS:
-            raise ValueError(f"image_placement must be one of {', '.join(IMAGE_PLACEMENTS)}; got {image_placement!r}")
-        self.image_placement = image_placement
+        self.image_placement = check_image_placement(image_placement)
         self.im_start = tokenizer.convert_tokens_to_ids(IM_START)
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         unk = tokenizer.unk_token_id
