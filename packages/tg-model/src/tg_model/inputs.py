@@ -127,13 +127,10 @@ class SampleEncoder:
             key = (source_uri, obj.box, margin) if cacheable else None
             crop = self.pixel_cache.get(key) if key is not None else None
             if crop is None:
-                if obj.image is None:
-                    # pixels came from the cache, and a crop needs the image (a Sample with crops always has one)
-                    if image is None:
-                        image = load_image(uri, sample.id)
-                    source = image
-                else:
-                    source = load_image(source_uri, sample.id)
+                # pixels came from the cache, and a crop needs the image (a Sample with crops always has one)
+                if obj.image is None and image is None:
+                    image = load_image(uri, sample.id)
+                source = image if obj.image is None else load_image(source_uri, sample.id)
                 crop = self.processor.process_one(crop_and_zoom(source, obj.box, margin))[0]
                 if key is not None:
                     self.pixel_cache.put(key, crop)
