@@ -114,6 +114,7 @@ def deepspeed_config(recipe: Recipe, world: int, bf16: bool) -> dict[str, Any]:
     }
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    extra: dict[str, Any] = {"optimizer": muon_optimizer_config(recipe)} if recipe.optim.name == "muon" else {}
     return {
         "train_batch_size": recipe.batch.global_size,
         "train_micro_batch_size_per_gpu": recipe.batch.micro,
@@ -125,6 +126,20 @@ def deepspeed_config(recipe: Recipe, world: int, bf16: bool) -> dict[str, Any]:
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
+        **extra,
+    }
+
+
+def muon_optimizer_config(recipe: Recipe) -> dict[str, Any]:
+    """DeepSpeed's Muon: it partitions and orthogonalises under ZeRO itself, so it is built from the
+    config; the matrices take ``muon_lr``, everything else AdamW at ``lr`` (both on the recipe's schedule)."""
+    o = recipe.optim
+    return {
+        "type": "Muon",
+        "params": {
+            "lr": o.lr, "adam_lr": o.lr, "muon_lr": o.muon_lr, "momentum": o.muon_momentum,
+            "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
+        },
     }
 
 
@@ -158,8 +173,11 @@ def lr_lambda(step: int, total: int, warmup: int, scheduler: str, min_ratio: flo
     return min_ratio + (1 - min_ratio) * decay
 
 
-def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """Trainable parameters by component; the projector may have its own lr; no decay on biases/norms."""
+def param_groups(model: nn.Module, recipe: Recipe, with_lr: bool = True) -> list[dict[str, Any]]:
+    """Trainable parameters by component; the projector may have its own lr; no decay on biases/norms.
+
+    ``with_lr=False`` leaves the learning rate to the optimiser's own settings (Muon sets one for
+    matrices and one for the rest, and a group's lr would override both)."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -170,12 +188,15 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
     out = []
     for (component, decay), params in groups.items():
         lr = recipe.train.projector_lr if component == "projector" and recipe.train.projector_lr > 0 else recipe.optim.lr
-        out.append({
+        group = {
             "params": params,
             "lr": lr,
             "weight_decay": recipe.optim.weight_decay if decay else 0.0,
             "name": f"{component}{'' if decay else '_no_decay'}",
-        })
+        }
+        if not with_lr:
+            del group["lr"]
+        out.append(group)
     return out
 
 
@@ -186,7 +207,9 @@ def create_engine(model: nn.Module, recipe: Recipe, dist: DistInfo, total_steps:
     bf16 = use_bf16(recipe, dist.device)
     config = deepspeed_config(recipe, dist.world, bf16)
     warmup = math.ceil(recipe.optim.warmup_ratio * total_steps)
-    optimizer = scheduler = None
+    optimizer = None
+    model_parameters: list[Any] = [p for p in model.parameters() if p.requires_grad]
+    muon = recipe.optim.name == "muon"  # (the recipe refuses it beside a user's DeepSpeed JSON)
     if "optimizer" not in config:
         # torch's fused AdamW runs on CUDA and CPU alike; on a small CPU model the unfused update's
         # many elementwise passes are a sixth of the step
@@ -194,16 +217,20 @@ def create_engine(model: nn.Module, recipe: Recipe, dist: DistInfo, total_steps:
             param_groups(model, recipe), lr=recipe.optim.lr, betas=tuple(recipe.optim.betas), eps=recipe.optim.eps,
             fused=dist.device.type in ("cuda", "cpu"),
         )
-    if "scheduler" not in config and optimizer is not None:
-        o = recipe.optim
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_lambda(s, total_steps, warmup, o.scheduler, o.min_lr_ratio)
-        )
+    elif muon:  # built by DeepSpeed from the config's optimizer block
+        model_parameters = param_groups(model, recipe, with_lr=False)
+    o = recipe.optim
+
+    def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """Called by DeepSpeed on the optimiser it steps (ours, or the Muon it built)."""
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total_steps, warmup, o.scheduler, o.min_lr_ratio))
+
+    scheduler = schedule if "scheduler" not in config and (optimizer is not None or muon) else None
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        model_parameters=[p for p in model.parameters() if p.requires_grad] if optimizer is None else None,
+        model_parameters=model_parameters if optimizer is None else None,
         config=config,
         dist_init_required=False,
     )

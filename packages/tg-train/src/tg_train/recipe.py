@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("1a", "1b", "2", "3", "custom")
+OPTIMIZERS = ("adamw", "muon")
 
 
 class RecipeError(ValueError):
@@ -48,7 +49,12 @@ class TrainSection:
 
 @dataclass
 class OptimSection:
+    # adamw | muon: Muon (DeepSpeed's, ZeRO-aware) orthogonalises the updates of the LLM's and the
+    # projector's weight matrices; embeddings, the LM head, norms and biases stay on AdamW at ``lr``
+    name: str = "adamw"
     lr: float = 2e-5
+    muon_lr: float = 0.02  # with name = "muon": the matrices' learning rate (on the same schedule)
+    muon_momentum: float = 0.95
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -316,6 +322,18 @@ def validate(recipe: Recipe, check_files: bool = True) -> list[str]:
     o = recipe.optim
     if o.lr <= 0:
         out.append(f"optim.lr must be positive, got {o.lr}")
+    if o.name not in OPTIMIZERS:
+        out.append(f"optim.name must be one of {list(OPTIMIZERS)}, got {o.name!r}")
+    if o.name == "muon":
+        if o.muon_lr <= 0 or not 0 <= o.muon_momentum < 1:
+            out.append(f"optim.muon_lr must be positive and optim.muon_momentum in [0, 1), got {o.muon_lr}, "
+                       f"{o.muon_momentum}")
+        if recipe.deepspeed.config:
+            out.append("optim.name = 'muon' writes the optimizer into the DeepSpeed config that tg-train builds; "
+                       "with deepspeed.config, put a Muon optimizer block in that JSON and leave optim.name = 'adamw'")
+        if recipe.train.projector_lr > 0:
+            out.append("train.projector_lr is an AdamW setting: with optim.name = 'muon' the projector's matrices "
+                       "take optim.muon_lr; remove projector_lr or use optim.name = 'adamw'")
     if o.scheduler not in ("cosine", "linear", "constant"):
         out.append(f"optim.scheduler must be cosine, linear or constant, got {o.scheduler!r}")
     if not 0 <= o.warmup_ratio < 1:
