@@ -21,6 +21,7 @@ def test_the_deepspeed_config_carries_the_muon_block(make_recipe):
     block = deepspeed_config(recipe, 1, bf16=False)["optimizer"]
     assert block["type"] == "Muon"
     assert block["params"]["muon_lr"] == 0.05 and block["params"]["adam_lr"] == block["params"]["lr"] == 1e-3
+    assert block["params"]["ns_method"] == "gram"
     assert "optimizer" not in deepspeed_config(load_recipe(str(make_recipe("adamw"))), 1, bf16=False)
 
 
@@ -29,6 +30,7 @@ def test_the_deepspeed_config_carries_the_muon_block(make_recipe):
     [
         ({"optim": {"name": "lion"}}, "optim.name must be one of ['adamw', 'muon']"),
         ({"optim": {**MUON, "muon_lr": 0.0}}, "optim.muon_lr must be positive"),
+        ({"optim": {**MUON, "muon_ns_method": "fast"}}, "optim.muon_ns_method must be 'gram' or 'standard'"),
         ({"optim": MUON, "train": {"projector_lr": 1e-3}}, "train.projector_lr is an AdamW setting"),
     ],
 )

@@ -138,7 +138,7 @@ def muon_optimizer_config(recipe: Recipe) -> dict[str, Any]:
         "type": "Muon",
         "params": {
             "lr": o.lr, "adam_lr": o.lr, "muon_lr": o.muon_lr, "momentum": o.muon_momentum,
-            "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
+            "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay, "ns_method": o.muon_ns_method,
         },
     }
 

@@ -55,6 +55,8 @@ class OptimSection:
     lr: float = 2e-5
     muon_lr: float = 0.02  # with name = "muon": the matrices' learning rate (on the same schedule)
     muon_momentum: float = 0.95
+    # Newton-Schulz: "gram" (DeepSpeed's default; fp16 where supported) or "standard" (bf16 where supported)
+    muon_ns_method: str = "gram"
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
@@ -328,6 +330,8 @@ def validate(recipe: Recipe, check_files: bool = True) -> list[str]:
         if o.muon_lr <= 0 or not 0 <= o.muon_momentum < 1:
             out.append(f"optim.muon_lr must be positive and optim.muon_momentum in [0, 1), got {o.muon_lr}, "
                        f"{o.muon_momentum}")
+        if o.muon_ns_method not in ("gram", "standard"):
+            out.append(f"optim.muon_ns_method must be 'gram' or 'standard', got {o.muon_ns_method!r}")
         if recipe.deepspeed.config:
             out.append("optim.name = 'muon' writes the optimizer into the DeepSpeed config that tg-train builds; "
                        "with deepspeed.config, put a Muon optimizer block in that JSON and leave optim.name = 'adamw'")
