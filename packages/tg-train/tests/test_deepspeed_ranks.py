@@ -40,12 +40,14 @@ def _optimizer_partition(checkpoint: Path, rank: int) -> tuple[int, int, int]:
     return fp32, exp_avg, state["partition_count"][0]
 
 
-def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_recipe, tmp_path: Path, clean_env):
-    common = {"optim": {"max_steps": 4, "lr": 1e-3, "warmup_ratio": 0.25}, "batch": {"global": 8, "micro": 4}}
+def _single_and_two_ranks(make_recipe, tmp_path: Path, clean_env, **optim) -> tuple[Path, Path, str]:
+    """The same recipe as one process (two accumulation steps per optimiser step) and as two launched
+    ranks (one micro-batch each); returns the two output directories and the launched run's log."""
+    common = {"optim": {"max_steps": 4, "lr": 1e-3, "warmup_ratio": 0.25, **optim}, "batch": {"global": 8, "micro": 4}}
     single = load_recipe(str(make_recipe("single", **common)))
-    train(single)  # one rank, two accumulation steps per optimiser step
+    train(single)
 
-    ranks = make_recipe("ranks", **common)  # two ranks, one micro-batch each per optimiser step
+    ranks = make_recipe("ranks", **common)
     launcher = [
         sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
         # the console script, as a user would launch it; the launcher adds --local_rank=N to its arguments
@@ -56,13 +58,32 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "2 rank(s)" in " ".join(log.split()) and "Process" in log  # really ran as two launched processes
+    return Path(single.output_dir), tmp_path / "run-ranks", log
+
+
+def _assert_same_training(one: Path, two: Path) -> None:
+    m_one, m_two = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
+    loss_one, loss_two = [r["loss"] for r in m_one], [r["loss"] for r in m_two]
+    assert len(loss_one) == len(loss_two) == 4
+    # samples and tokens are counted over both ranks
+    assert [r["samples"] for r in m_two] == [r["samples"] for r in m_one] == [8, 16, 24, 32]
+    state_one = json.loads((one / "checkpoints" / "step-4" / "trainer_state.json").read_text())
+    state_two = json.loads((two / "checkpoints" / "step-4" / "trainer_state.json").read_text())
+    assert state_two["tokens_seen"] == state_one["tokens_seen"] > 0
+    assert max(abs(a - b) for a, b in zip(loss_one, loss_two, strict=True)) < LOSS_TOLERANCE, (loss_one, loss_two)
+    w_one = load_file(one / "export" / "model.safetensors")
+    w_two = load_file(two / "export" / "model.safetensors")
+    assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < WEIGHT_TOLERANCE
+
+
+def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_recipe, tmp_path: Path, clean_env):
+    one, two, _ = _single_and_two_ranks(make_recipe, tmp_path, clean_env)
 
     # the optimiser state is partitioned: each rank holds half of the single process's fp32 state
-    single_ckpt = Path(single.output_dir) / "checkpoints" / "step-4"
-    ranks_ckpt = tmp_path / "run-ranks" / "checkpoints" / "step-4"
+    single_ckpt, ranks_ckpt = one / "checkpoints" / "step-4", two / "checkpoints" / "step-4"
     whole, whole_avg, count = _optimizer_partition(single_ckpt, 0)
     assert count == 1
-    trainable = sum(t.numel() for t in load_file(Path(single.output_dir) / "export" / "model.safetensors").values())
+    trainable = sum(t.numel() for t in load_file(one / "export" / "model.safetensors").values())
     assert whole == whole_avg > 0 and whole <= trainable  # the frozen encoders hold no optimiser state
     parts = [_optimizer_partition(ranks_ckpt, r) for r in (0, 1)]
     assert not (ranks_ckpt / "state" / "zero_pp_rank_2_mp_rank_00_optim_states.pt").exists()
@@ -72,19 +93,18 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
     assert whole <= parts[0][0] + parts[1][0] < whole + 128
 
     # and it trains the same model
-    m_one = read_metrics(Path(single.output_dir) / "metrics.jsonl")
-    m_two = read_metrics(tmp_path / "run-ranks" / "metrics.jsonl")
-    loss_one, loss_two = [r["loss"] for r in m_one], [r["loss"] for r in m_two]
-    assert len(loss_one) == len(loss_two) == 4
-    # samples and tokens are counted over both ranks
-    assert [r["samples"] for r in m_two] == [r["samples"] for r in m_one] == [8, 16, 24, 32]
-    state_one = json.loads((single_ckpt / "trainer_state.json").read_text())
-    state_two = json.loads((ranks_ckpt / "trainer_state.json").read_text())
-    assert state_two["tokens_seen"] == state_one["tokens_seen"] > 0
-    assert max(abs(a - b) for a, b in zip(loss_one, loss_two, strict=True)) < LOSS_TOLERANCE, (loss_one, loss_two)
-    w_one = load_file(Path(single.output_dir) / "export" / "model.safetensors")
-    w_two = load_file(tmp_path / "run-ranks" / "export" / "model.safetensors")
-    assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < WEIGHT_TOLERANCE
+    _assert_same_training(one, two)
+
+
+def test_muon_on_two_cpu_ranks_matches_one_process(make_recipe, tmp_path: Path, clean_env):
+    """DeepSpeed's Muon under ZeRO-2: a matrix split between the ranks' partitions is orthogonalised whole,
+    so two ranks take the same steps as one process."""
+    one, two, _ = _single_and_two_ranks(make_recipe, tmp_path, clean_env, name="muon", muon_lr=0.05)
+    for rank in (0, 1):  # DeepSpeed built its Muon on both ranks, not the AdamW of the test above
+        state = torch.load(two / "checkpoints" / "step-4" / "state" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
+                           map_location="cpu", weights_only=False)["optimizer_state_dict"]
+        assert {g["use_muon"] for g in state["base_optimizer_state"]["param_groups"]} == {False, True}, rank
+    _assert_same_training(one, two)
 
 
 def test_one_cpu_process_does_not_build_the_shared_memory_all_reduce(tmp_path: Path, python_runner):
