@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tg_model.presets import build_model
 from tg_train.metrics import read_metrics
 from tg_train.recipe import load_recipe
 from tg_train.trainer import train
@@ -61,7 +62,7 @@ def _single_and_two_ranks(make_recipe, tmp_path: Path, clean_env, **optim) -> tu
     return Path(single.output_dir), tmp_path / "run-ranks", log
 
 
-def _assert_same_training(one: Path, two: Path) -> None:
+def _assert_same_training(one: Path, two: Path, weight_tolerance: float = WEIGHT_TOLERANCE) -> None:
     m_one, m_two = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
     loss_one, loss_two = [r["loss"] for r in m_one], [r["loss"] for r in m_two]
     assert len(loss_one) == len(loss_two) == 4
@@ -73,7 +74,7 @@ def _assert_same_training(one: Path, two: Path) -> None:
     assert max(abs(a - b) for a, b in zip(loss_one, loss_two, strict=True)) < LOSS_TOLERANCE, (loss_one, loss_two)
     w_one = load_file(one / "export" / "model.safetensors")
     w_two = load_file(two / "export" / "model.safetensors")
-    assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < WEIGHT_TOLERANCE
+    assert max((w_one[k] - w_two[k]).abs().max().item() for k in w_one) < weight_tolerance
 
 
 def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_recipe, tmp_path: Path, clean_env):
@@ -96,15 +97,28 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
     _assert_same_training(one, two)
 
 
-def test_muon_on_two_cpu_ranks_matches_one_process(make_recipe, tmp_path: Path, clean_env):
+def test_muon_on_two_cpu_ranks_matches_one_process(make_recipe, tmp_path: Path, clean_env, small_llm):
     """DeepSpeed's Muon under ZeRO-2: a matrix split between the ranks' partitions is orthogonalised whole,
     so two ranks take the same steps as one process."""
     one, two, _ = _single_and_two_ranks(make_recipe, tmp_path, clean_env, name="muon", muon_lr=0.05)
+    # DeepSpeed's Newton-Schulz ("gram") runs in fp16 where the accelerator has it, a CPU included: the two
+    # runs' different summation orders (one process of two threads, two of one) then move each
+    # orthogonalised step by about 1% (measured up to 1.4%), a few 1e-5 in a weight, where the AdamW
+    # run above agrees to fp32 rounding. A rank training on the wrong micro-batch changes the step's
+    # direction itself, tens of percent of it.
+    start, _ = build_model("tiny", seed=7, **small_llm)  # the recipes' seed: where both runs started
+    w_start = {k: v.detach() for k, v in start.state_dict().items()}
+    w_one = load_file(one / "export" / "model.safetensors")
+    w_two = load_file(two / "export" / "model.safetensors")
+    for name, w in w_one.items():
+        moved = (w - w_start[name]).norm()
+        if moved > 0:
+            assert (w_two[name] - w).norm() < 0.05 * moved, name
     for rank in (0, 1):  # DeepSpeed built its Muon on both ranks, not the AdamW of the test above
         state = torch.load(two / "checkpoints" / "step-4" / "state" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
                            map_location="cpu", weights_only=False)["optimizer_state_dict"]
         assert {g["use_muon"] for g in state["base_optimizer_state"]["param_groups"]} == {False, True}, rank
-    _assert_same_training(one, two)
+    _assert_same_training(one, two, weight_tolerance=1e-3)
 
 
 def test_one_cpu_process_does_not_build_the_shared_memory_all_reduce(tmp_path: Path, python_runner):
