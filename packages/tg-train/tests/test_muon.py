@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from tg_model.presets import build_model
@@ -86,3 +88,25 @@ def test_gradient_clipping_shrinks_every_muon_update_alike(make_recipe, small_ll
     tops = torch.stack([s.max() for s in spectra.values()])
     assert tops.max() < 0.5  # the norm of all orthogonal updates is far above 1
     assert tops.max() / tops.min() < 2.0  # one factor for all (Newton-Schulz spreads them a little)
+
+
+def test_a_muon_run_resumed_from_a_checkpoint_ends_with_the_same_weights(make_recipe, tmp_path: Path, capsys):
+    """Muon's momentum lives in DeepSpeed's ZeRO optimiser state: a run taken back to its step-3 checkpoint
+    and resumed must end bit-identical to the uninterrupted run (a momentum restarted at zero would not)."""
+    sections = {"optim": {**MUON, "max_steps": 6, "warmup_ratio": 0.2}, "checkpoint": {"every_steps": 1, "keep_last": 0}}
+    recipe = load_recipe(str(make_recipe("muon", **sections)))
+    out = Path(recipe.output_dir)
+    train(recipe)
+    reference = load_file(out / "export" / "model.safetensors")
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(out, resumed_dir)
+    for later in ("step-4", "step-5", "step-6"):
+        shutil.rmtree(resumed_dir / "checkpoints" / later)
+    shutil.rmtree(resumed_dir / "export")
+    capsys.readouterr()
+    result = train(load_recipe(str(make_recipe("muon", output_dir=resumed_dir, **sections))))
+    assert result.global_step == 6
+    log = " ".join(capsys.readouterr().err.split())
+    assert "resumed from" in log and "step-3 at step 3" in log  # from the checkpoint, not trained afresh
+    resumed = load_file(resumed_dir / "export" / "model.safetensors")
+    assert [k for k in reference if not reference[k].equal(resumed[k])] == []

@@ -188,15 +188,12 @@ def param_groups(model: nn.Module, recipe: Recipe, with_lr: bool = True) -> list
     out = []
     for (component, decay), params in groups.items():
         lr = recipe.train.projector_lr if component == "projector" and recipe.train.projector_lr > 0 else recipe.optim.lr
-        group = {
+        out.append({
             "params": params,
-            "lr": lr,
+            **({"lr": lr} if with_lr else {}),
             "weight_decay": recipe.optim.weight_decay if decay else 0.0,
             "name": f"{component}{'' if decay else '_no_decay'}",
-        }
-        if not with_lr:
-            del group["lr"]
-        out.append(group)
+        })
     return out
 
 
