@@ -41,9 +41,9 @@ def _optimizer_partition(checkpoint: Path, rank: int) -> tuple[int, int, int]:
     return fp32, exp_avg, state["partition_count"][0]
 
 
-def _single_and_two_ranks(make_recipe, tmp_path: Path, clean_env, **optim) -> tuple[Path, Path, str]:
+def _single_and_two_ranks(make_recipe, tmp_path: Path, clean_env, **optim) -> tuple[Path, Path]:
     """The same recipe as one process (two accumulation steps per optimiser step) and as two launched
-    ranks (one micro-batch each); returns the two output directories and the launched run's log."""
+    ranks (one micro-batch each); returns the two output directories."""
     common = {"optim": {"max_steps": 4, "lr": 1e-3, "warmup_ratio": 0.25, **optim}, "batch": {"global": 8, "micro": 4}}
     single = load_recipe(str(make_recipe("single", **common)))
     train(single)
@@ -59,7 +59,7 @@ def _single_and_two_ranks(make_recipe, tmp_path: Path, clean_env, **optim) -> tu
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "2 rank(s)" in " ".join(log.split()) and "Process" in log  # really ran as two launched processes
-    return Path(single.output_dir), tmp_path / "run-ranks", log
+    return Path(single.output_dir), tmp_path / "run-ranks"
 
 
 def _assert_same_training(one: Path, two: Path, weight_tolerance: float = WEIGHT_TOLERANCE) -> None:
@@ -78,7 +78,7 @@ def _assert_same_training(one: Path, two: Path, weight_tolerance: float = WEIGHT
 
 
 def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_recipe, tmp_path: Path, clean_env):
-    one, two, _ = _single_and_two_ranks(make_recipe, tmp_path, clean_env)
+    one, two = _single_and_two_ranks(make_recipe, tmp_path, clean_env)
 
     # the optimiser state is partitioned: each rank holds half of the single process's fp32 state
     single_ckpt, ranks_ckpt = one / "checkpoints" / "step-4", two / "checkpoints" / "step-4"
@@ -100,7 +100,7 @@ def test_zero2_two_cpu_ranks_partition_the_optimizer_and_match_one_process(make_
 def test_muon_on_two_cpu_ranks_matches_one_process(make_recipe, tmp_path: Path, clean_env, small_llm):
     """DeepSpeed's Muon under ZeRO-2: a matrix split between the ranks' partitions is orthogonalised whole,
     so two ranks take the same steps as one process."""
-    one, two, _ = _single_and_two_ranks(make_recipe, tmp_path, clean_env, name="muon", muon_lr=0.05)
+    one, two = _single_and_two_ranks(make_recipe, tmp_path, clean_env, name="muon", muon_lr=0.05)
     # DeepSpeed's Newton-Schulz ("gram") runs in fp16 where the accelerator has it, a CPU included: the two
     # runs' different summation orders (one process of two threads, two of one) then move each
     # orthogonalised step by about 1% (measured up to 1.4%), a few 1e-5 in a weight, where the AdamW
